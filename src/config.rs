@@ -1,0 +1,383 @@
+//! The config file (`tidings.toml`), read once and validated at startup.
+//!
+//! Every key, its default and its meaning is listed in the README's "Configuration" section. Durations are
+//! written as `"250ms"`, `"30s"`, `"5m"`, `"24h"`. Secrets never appear here: a channel names the environment
+//! variable that holds its credential (`access_key_env = "BIRD_ACCESS_KEY"`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[worker]`: the worker pool of one process.
+    pub worker: WorkerConfig,
+    /// `[http]`: the worker's HTTP listener.
+    pub http: HttpConfig,
+    /// `[channels.NAME]`: one table per channel.
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Messages handled at once by one process.
+    pub concurrency: usize,
+    /// Most messages one claim statement takes (it never takes more than the free slots).
+    pub claim_batch: usize,
+    /// Claim loops per process sharing the slots (a second claim runs while the first one's rows dispatch).
+    pub claimers: usize,
+    /// Most outcomes one completion statement writes.
+    pub complete_batch: usize,
+    /// Completion statements in flight at once.
+    pub complete_parallelism: usize,
+    /// How long a claim holds a message before the rescuer may hand it to another worker.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Claim at least this often even without a NOTIFY (safety net and scheduled messages).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// On SIGTERM/SIGINT: how long in-flight sends may take to finish before they are released.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// How often the rescuer looks for expired leases and the sweeper for overdue scheduled messages.
+    #[serde(with = "humantime_serde")]
+    pub rescue_interval: Duration,
+    /// Finished messages (and their events) older than this are deleted by the pruner.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often the pruner runs.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// Database connections of one worker process.
+    pub max_connections: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 256,
+            claim_batch: 1000,
+            claimers: 2,
+            complete_batch: 1000,
+            complete_parallelism: 4,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            grace: Duration::from_secs(30),
+            rescue_interval: Duration::from_secs(15),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            prune_interval: Duration::from_secs(60),
+            max_connections: 8,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz`, `/readyz` and `/receipts/{channel}`. Loopback by default; the
+    /// `TIDINGS_HTTP_LISTEN` environment variable overrides it.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: ([127, 0, 0, 1], 9464).into(),
+        }
+    }
+}
+
+/// `[channels.NAME]`: where and how messages of one channel go out.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelConfig {
+    /// Provider adapter: `bird_sms`, `instaply_whatsapp`, `insider_push`, `instant_app`, `webhook`, `sandbox`.
+    pub kind: String,
+    /// Provider base URL (tests and the demo point it at loopback servers).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Per-request timeout of a provider call.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Zone for quiet hours when the recipient's zone cannot be told (IANA name).
+    #[serde(default)]
+    pub default_timezone: Option<String>,
+    /// Attempts before a message ends `sending_failed` (`attempts_exhausted`).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Most provider requests per second for the whole pool (all workers, all hosts). None: unlimited.
+    #[serde(default)]
+    pub rate_per_sec: Option<f64>,
+    /// Retry backoff: exponential from `base`, capped at `cap`, with full jitter.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+    /// Default validity in seconds per use case, overriding 129600 (36 h) and 600 for `2fa`.
+    #[serde(default)]
+    pub validity: BTreeMap<String, u32>,
+    /// `[channels.NAME.quiet_hours]`
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHoursConfig>,
+    /// `[channels.NAME.frequency_cap]`
+    #[serde(default)]
+    pub frequency_cap: Option<FrequencyCapConfig>,
+    /// The adapter's own keys (ids, credential env-var names, sandbox mode, …), checked by the adapter.
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_attempts() -> u32 {
+    10
+}
+
+/// `[channels.NAME.backoff]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffConfig {
+    /// Upper bound of the first retry's delay; doubles per attempt.
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    /// Largest upper bound.
+    #[serde(with = "humantime_serde")]
+    pub cap: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `[channels.NAME.quiet_hours]`: a local-time window in the recipient's zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHoursConfig {
+    /// Start of the window, `"HH:MM"` local time.
+    pub start: String,
+    /// End of the window, `"HH:MM"`; before `start` means the window crosses midnight.
+    pub end: String,
+    /// Days the window starts on (`mon` … `sun`); all days when empty.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// Use cases the window applies to.
+    #[serde(default = "default_quiet_use_cases")]
+    pub applies_to: Vec<String>,
+}
+
+fn default_quiet_use_cases() -> Vec<String> {
+    vec!["marketing".into(), "promotional".into()]
+}
+
+/// `[channels.NAME.frequency_cap]`: at most `max` capped messages per recipient per `per`, per channel kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCapConfig {
+    /// Messages allowed in the period.
+    pub max: u32,
+    /// The period.
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+impl ChannelConfig {
+    /// A string setting of the adapter, or a config error naming `channels.NAME.key`.
+    pub fn setting_str(&self, channel: &str, key: &str) -> Result<&str> {
+        match self.settings.get(key) {
+            Some(toml::Value::String(s)) => Ok(s),
+            Some(_) => Err(Error::Config(format!(
+                "channels.{channel}.{key}: must be a string"
+            ))),
+            None => Err(Error::Config(format!(
+                "channels.{channel}.{key}: is required for kind {}",
+                self.kind
+            ))),
+        }
+    }
+
+    /// The non-secret policy stored in `tidings.channels.policy` (read by `tidings.enqueue`).
+    pub fn policy_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "max_attempts": self.max_attempts,
+            "validity": self.validity,
+            "rate_per_sec": self.rate_per_sec,
+            "quiet_hours": self.quiet_hours.as_ref().map(|q| serde_json::json!({
+                "start": q.start, "end": q.end, "days": q.days, "applies_to": q.applies_to,
+            })),
+            "frequency_cap": self.frequency_cap.as_ref().map(|f| serde_json::json!({
+                "max": f.max, "per_seconds": f.per.as_secs(),
+            })),
+        })
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| Error::Config(e.message().to_owned()))?;
+        if let Ok(listen) = std::env::var("TIDINGS_HTTP_LISTEN") {
+            config.http.listen = listen.parse().map_err(|_| {
+                Error::Config(format!(
+                    "TIDINGS_HTTP_LISTEN: {listen:?} is not an address such as 127.0.0.1:9464"
+                ))
+            })?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules no type expresses.
+    pub fn validate(&self) -> Result<()> {
+        let w = &self.worker;
+        let positive = [
+            ("worker.concurrency", w.concurrency),
+            ("worker.claim_batch", w.claim_batch),
+            ("worker.claimers", w.claimers),
+            ("worker.complete_batch", w.complete_batch),
+            ("worker.complete_parallelism", w.complete_parallelism),
+            ("worker.max_connections", w.max_connections as usize),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(Error::Config(format!("{key}: must be at least 1")));
+            }
+        }
+        if w.max_connections < 3 {
+            return Err(Error::Config(
+                "worker.max_connections: must be at least 3 (claim, completion, maintenance)"
+                    .into(),
+            ));
+        }
+        for (name, ch) in &self.channels {
+            if !valid_channel_name(name) {
+                return Err(Error::Config(format!(
+                    "channels.{name}: a channel name is 1 to 63 lower-case letters, digits, '_' or '-'"
+                )));
+            }
+            // A message must never be rescued while its send may still legitimately be in flight.
+            if ch.timeout * 2 > w.lease {
+                return Err(Error::Config(format!(
+                    "channels.{name}.timeout: {:?} is too long for worker.lease {:?} (the lease must be at least twice the longest send timeout)",
+                    ch.timeout, w.lease
+                )));
+            }
+            if ch.max_attempts == 0 {
+                return Err(Error::Config(format!(
+                    "channels.{name}.max_attempts: must be at least 1"
+                )));
+            }
+            if let Some(rate) = ch.rate_per_sec
+                && !(rate > 0.0 && rate.is_finite())
+            {
+                return Err(Error::Config(format!(
+                    "channels.{name}.rate_per_sec: must be a positive number"
+                )));
+            }
+            if ch.backoff.base.is_zero() || ch.backoff.cap < ch.backoff.base {
+                return Err(Error::Config(format!(
+                    "channels.{name}.backoff: base must be positive and cap at least base"
+                )));
+            }
+            for (use_case, secs) in &ch.validity {
+                if !crate::USE_CASES.contains(&use_case.as_str()) {
+                    return Err(Error::Config(format!(
+                        "channels.{name}.validity.{use_case}: unknown use case (one of {})",
+                        crate::USE_CASES.join(", ")
+                    )));
+                }
+                if *secs == 0 {
+                    return Err(Error::Config(format!(
+                        "channels.{name}.validity.{use_case}: must be positive"
+                    )));
+                }
+            }
+            // Quiet hours, time zones and backoff are checked by building the channel's policy.
+            crate::policy::ChannelPolicy::from_config(name, ch)?;
+            if let Some(cap) = &ch.frequency_cap
+                && (cap.max == 0 || cap.per.is_zero())
+            {
+                return Err(Error::Config(format!(
+                    "channels.{name}.frequency_cap: max and per must be positive"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_channel_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_and_adapter_keys_are_kept() {
+        let c = Config::parse(
+            r#"
+            [channels.sms]
+            kind = "bird_sms"
+            workspace_id = "w"
+            [channels.sms.quiet_hours]
+            start = "21:00"
+            end = "08:00"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.worker.lease, Duration::from_secs(60));
+        let sms = &c.channels["sms"];
+        assert_eq!(sms.setting_str("sms", "workspace_id").unwrap(), "w");
+        assert_eq!(
+            sms.quiet_hours.as_ref().unwrap().applies_to,
+            ["marketing", "promotional"]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |t: &str| Config::parse(t).unwrap_err().to_string();
+        assert!(err("[worker]\nconcurency = 3").contains("concurency"));
+        assert!(err("[worker]\nconcurrency = 0").contains("worker.concurrency"));
+        assert!(
+            err("[channels.a]\nkind = \"sandbox\"\ntimeout = \"50s\"")
+                .contains("channels.a.timeout")
+        );
+        assert!(err("[channels.A]\nkind = \"sandbox\"").contains("channels.A"));
+        assert!(
+            err("[channels.a]\nkind = \"sandbox\"\nvalidity = { weekly = 5 }")
+                .contains("channels.a.validity.weekly")
+        );
+    }
+}

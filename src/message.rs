@@ -1,0 +1,88 @@
+//! A claimed message: what the worker knows of a message while it holds the lease.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A message claimed by a worker (one row of the claim's `RETURNING`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Message {
+    /// Message id; also the provider idempotency key.
+    pub id: Uuid,
+    /// Channel name (a key of `[channels]` in the config).
+    pub channel: String,
+    /// Recipient, in the channel kind's shape.
+    pub recipient: Value,
+    /// Content, in the channel kind's shape.
+    pub content: Value,
+    /// `transactional`, `promotional`, `conversational`, `marketing` or `2fa`.
+    pub use_case: String,
+    /// 0 (first) to 9 (last).
+    pub priority: i16,
+    /// The instant the producer asked for, if any.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// The instant it became due (for the dispatch-lag metric).
+    pub run_at: DateTime<Utc>,
+    /// Never handed to a provider after this instant.
+    pub expires_at: DateTime<Utc>,
+    /// Skip the channel's quiet hours.
+    pub ignore_quiet_hours: bool,
+    /// Apply the channel's frequency cap.
+    pub cap_frequency: bool,
+    /// Lower-cased tags.
+    pub tags: Vec<String>,
+    /// Attempts spent before this one.
+    pub attempts: i32,
+    /// Attempts allowed in all.
+    pub max_attempts: i32,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// The lease this worker holds on it.
+    pub lease_id: Uuid,
+    /// The recipient is on the opt-out list for this channel kind (checked at claim).
+    pub suppressed: bool,
+}
+
+impl Message {
+    /// The number of the attempt being made now (1-based).
+    pub fn attempt(&self) -> i32 {
+        self.attempts + 1
+    }
+
+    /// A due message on its first attempt, as a claim would return it, valid for `valid_for` from `now`: the
+    /// one place tests and benchmarks build messages, so a new field is added here only.
+    #[doc(hidden)]
+    pub fn example(
+        channel: &str,
+        use_case: &str,
+        recipient: Value,
+        content: Value,
+        now: DateTime<Utc>,
+        valid_for: chrono::Duration,
+    ) -> Message {
+        Message {
+            id: Uuid::now_v7(),
+            channel: channel.to_owned(),
+            recipient,
+            content,
+            use_case: use_case.to_owned(),
+            priority: 0,
+            scheduled_for: None,
+            run_at: now,
+            expires_at: now + valid_for,
+            ignore_quiet_hours: false,
+            cap_frequency: false,
+            tags: Vec::new(),
+            attempts: 0,
+            max_attempts: 10,
+            created_at: now,
+            lease_id: Uuid::now_v7(),
+            suppressed: false,
+        }
+    }
+
+    /// Seconds of validity left at `now` (never negative).
+    pub fn remaining_validity(&self, now: DateTime<Utc>) -> i64 {
+        (self.expires_at - now).num_seconds().max(0)
+    }
+}
