@@ -1,0 +1,175 @@
+//! The HTTP side every adapter shares: one pooled client, and the mapping of HTTP answers and transport
+//! failures to [`SendError`] through the single retry table in [`crate::policy::retry`].
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde_json::{Value, json};
+
+use super::SendError;
+use crate::error::{Error, Result};
+use crate::policy::retry::{self, Class};
+
+/// Longest body excerpt kept in an event's detail.
+const BODY_EXCERPT: usize = 512;
+
+/// The one HTTP client of a worker process (connection pooling is per client). Timeouts are per request.
+pub fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .user_agent(concat!("tidings/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Other(format!("http client: {e}")))
+}
+
+/// A response body, read whole.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body parsed as JSON, or `Value::Null` when it is not JSON.
+    pub json: Value,
+}
+
+/// Sends a request with the channel's timeout; 2xx comes back as a [`Response`], anything else is classified.
+pub async fn execute(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+    now: DateTime<Utc>,
+) -> Result<Response, SendError> {
+    let response = request
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| from_transport(&e))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(|e| from_transport(&e))?;
+    if (200..300).contains(&status) {
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        return Ok(Response { status, json });
+    }
+    Err(classify(status, &headers, &body, now))
+}
+
+/// Like [`execute`], with whatever is left of an attempt's time budget: an adapter that makes several requests
+/// in one attempt (a lookup, a send, a follow-up) keeps the whole attempt within the channel's `timeout`, so a
+/// send never outlives the lease. Nothing left is a `timeout` before any request is made.
+pub async fn execute_until(
+    request: reqwest::RequestBuilder,
+    deadline: tokio::time::Instant,
+    now: DateTime<Utc>,
+) -> Result<Response, SendError> {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if left.is_zero() {
+        return Err(SendError::Transient {
+            reason: "timeout".to_owned(),
+            detail: json!({ "error": "the attempt's time budget ran out before this request" }),
+        });
+    }
+    execute(request, left, now).await
+}
+
+/// The channel's `base_url` without a trailing slash, or the provider's public default.
+pub fn base_url(channel: &crate::config::ChannelConfig, default: &str) -> String {
+    channel
+        .base_url
+        .as_deref()
+        .unwrap_or(default)
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Maps a non-2xx answer to a [`SendError`] with the status and a body excerpt in the detail.
+pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> SendError {
+    let excerpt = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]).into_owned();
+    let provider_error = serde_json::from_slice::<Value>(body).unwrap_or(Value::String(excerpt));
+    let mut detail = json!({ "http_status": status, "response": provider_error });
+    match retry::classify_status(status) {
+        Class::RateLimited => {
+            let header = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok());
+            if let Some(h) = header {
+                detail["retry_after"] = json!(h);
+            }
+            SendError::RateLimited {
+                retry_after: header.and_then(|h| retry::parse_retry_after(h, now)),
+                detail,
+            }
+        }
+        Class::Transient => SendError::Transient {
+            reason: format!("http_{status}"),
+            detail,
+        },
+        Class::Permanent => SendError::Permanent {
+            reason: format!("http_{status}"),
+            detail,
+        },
+    }
+}
+
+/// Maps a transport failure (timeout, refused connection, reset) to a retryable error. The request may have
+/// reached the provider; the retry carries the same idempotency key.
+pub fn from_transport(err: &reqwest::Error) -> SendError {
+    let reason = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    // reqwest's Display includes the URL but never headers, so credentials in headers stay out of it.
+    SendError::Transient {
+        reason: reason.to_owned(),
+        detail: json!({ "error": without_query(&err.to_string()) }),
+    }
+}
+
+/// Drops query strings from an error text (some APIs take ids in them; keep events free of them).
+fn without_query(text: &str) -> String {
+    match text.find('?') {
+        Some(i) => {
+            let end = text[i..]
+                .find([' ', ')'])
+                .map(|j| i + j)
+                .unwrap_or(text.len());
+            format!("{}{}", &text[..i], &text[end..])
+        }
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_through_the_shared_table() {
+        let now = Utc::now();
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        match classify(429, &h, b"{}", now) {
+            SendError::RateLimited { retry_after, .. } => {
+                assert_eq!(retry_after, Some(now + chrono::Duration::seconds(7)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(classify(503, &HeaderMap::new(), b"", now), SendError::Transient { reason, .. } if reason == "http_503")
+        );
+        assert!(
+            matches!(classify(422, &HeaderMap::new(), br#"{"code":"x"}"#, now), SendError::Permanent { detail, .. } if detail["response"]["code"] == "x")
+        );
+    }
+
+    #[test]
+    fn query_strings_are_dropped() {
+        assert_eq!(
+            without_query("error sending request for url (http://h/a?customerThreadId=9)"),
+            "error sending request for url (http://h/a)"
+        );
+    }
+}
