@@ -1,0 +1,18 @@
+-- Delete up to $2 finished messages created before $1 (and not changed since), with their events.
+-- Walks the primary key: UUIDv7 ids sort by creation time, so `id < uuid_v7($1)` is a range scan and the hot
+-- table needs no extra index. Small batches, SKIP LOCKED: never blocks the claim or the completer.
+WITH old AS (
+    SELECT id
+      FROM tidings.messages
+     WHERE id < tidings.uuid_v7($1)
+       AND status IN ('sent', 'delivered', 'delivery_failed', 'sending_failed', 'rejected', 'expired', 'canceled')
+       AND updated_at < $1
+     ORDER BY id
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM tidings.messages m WHERE m.id = ANY (ARRAY(SELECT id FROM old)) RETURNING m.id
+), events AS (
+    DELETE FROM tidings.message_events e WHERE e.message_id = ANY (ARRAY(SELECT id FROM gone))
+)
+SELECT count(*) FROM gone

@@ -1,0 +1,2 @@
+-- Liveness probe of the database (for /readyz).
+SELECT 1

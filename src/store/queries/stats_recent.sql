@@ -1,0 +1,7 @@
+-- Messages created in the last $1 seconds, by channel and status. A primary-key range scan (UUIDv7 ids are
+-- time-ordered), so it costs what the window holds, not the whole history.
+SELECT channel, status::text AS status, count(*) AS count
+  FROM tidings.messages
+ WHERE id >= tidings.uuid_v7(now() - make_interval(secs => $1::double precision))
+ GROUP BY channel, status
+ ORDER BY channel, status

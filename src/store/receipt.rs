@@ -1,0 +1,65 @@
+//! Delivery receipts: the one store function that moves a `sent` message on to its final delivery status.
+
+use serde_json::Value;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::Store;
+use crate::error::Result;
+
+/// Parameters of [`Store::message_receipt`].
+#[derive(Debug, Clone)]
+pub struct ReceiptParams<'a> {
+    /// The channel the receipt was signed for; only its messages can match.
+    pub channel: &'a str,
+    /// Our message id (the `reference` the adapter sent), when the receipt carries one.
+    pub message_id: Option<Uuid>,
+    /// The provider's message id, when the receipt carries one.
+    pub provider_message_id: Option<&'a str>,
+    /// `delivered` or `delivery_failed`.
+    pub status: &'a str,
+    /// The event's reason (`receipt_delivered`, `receipt_delivery_failed`).
+    pub reason: &'a str,
+    /// The event's detail (the provider's reason and timestamp).
+    pub detail: Value,
+    /// Written to `last_error` when the message changes (failures); None keeps it.
+    pub last_error: Option<&'a str>,
+}
+
+/// What [`Store::message_receipt`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptApplied {
+    /// The matched message.
+    pub id: Uuid,
+    /// Its status after the call.
+    pub status: String,
+    /// True when this call moved it from `sent` (and wrote the event).
+    pub changed: bool,
+}
+
+impl Store {
+    /// Applies a delivery receipt (see `queries/message_receipt.sql`). `None`: no such message on the channel.
+    pub async fn message_receipt(
+        &self,
+        params: &ReceiptParams<'_>,
+    ) -> Result<Option<ReceiptApplied>> {
+        let row = sqlx::query(include_str!("queries/message_receipt.sql"))
+            .bind(params.channel)
+            .bind(params.message_id)
+            .bind(params.provider_message_id)
+            .bind(params.status)
+            .bind(params.reason)
+            .bind(&params.detail)
+            .bind(params.last_error)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(ReceiptApplied {
+                id: r.try_get(0)?,
+                status: r.try_get(1)?,
+                changed: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+}
