@@ -1,0 +1,110 @@
+//! The completer: receives outcomes from executors and writes them in batches — one guarded
+//! `UPDATE … FROM unnest(…)` plus the event rows per batch — with a few batches in flight at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::metrics::Metrics;
+use crate::store::{Completion, Store};
+
+/// Sender side, held by executors.
+pub type CompletionSender = mpsc::Sender<Completion>;
+
+/// Writes outcomes until every sender is dropped and the queue is drained; then returns.
+pub struct Completer {
+    store: Store,
+    metrics: Metrics,
+    batch: usize,
+    parallelism: usize,
+}
+
+impl Completer {
+    /// A completer writing at most `batch` outcomes per statement, `parallelism` statements at once.
+    pub fn new(store: Store, metrics: Metrics, batch: usize, parallelism: usize) -> Self {
+        Completer {
+            store,
+            metrics,
+            batch,
+            parallelism,
+        }
+    }
+
+    /// Runs until `rx` is closed and empty. Each batch is retried until the database takes it: an outcome is
+    /// never dropped while the process lives (if it dies, the lease expires and the rescuer takes over).
+    pub async fn run(self, mut rx: mpsc::Receiver<Completion>) {
+        let slots = Arc::new(Semaphore::new(self.parallelism));
+        let mut flushes = JoinSet::new();
+        let mut buf = Vec::with_capacity(self.batch);
+        loop {
+            if rx.recv_many(&mut buf, self.batch).await == 0 {
+                break;
+            }
+            let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+            let batch = std::mem::replace(&mut buf, Vec::with_capacity(self.batch));
+            let store = self.store.clone();
+            let metrics = self.metrics.clone();
+            flushes.spawn(async move {
+                flush(&store, &metrics, batch).await;
+                drop(permit);
+            });
+            while flushes.try_join_next().is_some() {}
+        }
+        while flushes.join_next().await.is_some() {}
+    }
+}
+
+async fn flush(store: &Store, metrics: &Metrics, batch: Vec<Completion>) {
+    let mut delay = Duration::from_millis(50);
+    let applied = loop {
+        match store.message_complete_many(&batch).await {
+            Ok(applied) => break applied,
+            Err(e) => {
+                tracing::warn!(error = %e, batch = batch.len(), "completion failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let lost = batch.len() - applied.len();
+    if lost == 0 {
+        count(metrics, batch.iter());
+        return;
+    }
+    let applied: std::collections::HashSet<_> = applied.into_iter().collect();
+    count(metrics, batch.iter().filter(|c| applied.contains(&c.id)));
+    for c in &batch {
+        if !applied.contains(&c.id) {
+            metrics
+                .completions_lost
+                .with_label_values(&[&c.channel])
+                .inc();
+            tracing::warn!(message_id = %c.id, channel = %c.channel, outcome = ?c.outcome.status(),
+                "outcome not written: the message was rescued or canceled meanwhile");
+        }
+    }
+}
+
+/// Counts written transitions, one metric lookup per distinct (channel, status, reason) of the batch.
+fn count<'a>(metrics: &Metrics, written: impl Iterator<Item = &'a Completion>) {
+    let mut tally: Vec<((&str, &str, &str), u64)> = Vec::new();
+    for c in written {
+        let key = (
+            c.channel.as_str(),
+            c.outcome.status().as_str(),
+            c.outcome.reason(),
+        );
+        match tally.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => tally.push((key, 1)),
+        }
+    }
+    for ((channel, status, reason), n) in tally {
+        metrics
+            .transitions
+            .with_label_values(&[channel, status, reason])
+            .inc_by(n);
+    }
+}
