@@ -1,0 +1,431 @@
+//! `tidings bench`: the burn-down benchmark (bulk-enqueue N, drain with the worker pool, verify in the
+//! database) and the steady-rate latency mode. Timed the way `../shared/peers` times the other queues: drain
+//! from the first completed message to the moment the database shows all N final.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tidings_client::NewMessage;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::worker::Worker;
+
+const CHANNEL: &str = "bench";
+const FUTURE_CHANNEL: &str = "bench-future";
+
+/// Which provider the benchmark drains to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchProvider {
+    /// In-process no-op (measures the queue alone).
+    Noop,
+    /// The sandbox server over loopback HTTP.
+    Sandbox,
+}
+
+/// `tidings bench` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Messages to enqueue and drain.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Print one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker pools (each with its own connection pool, as separate processes would have).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Messages in flight per worker [default: 2000 with the no-op provider, 256 over HTTP to the sandbox, where
+    /// thousands of concurrent connections cost more than they bring].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Most messages per claim.
+    #[arg(long, default_value_t = 1000)]
+    pub claim_batch: usize,
+    /// Claim loops per worker sharing its slots.
+    #[arg(long, default_value_t = 2)]
+    pub claimers: usize,
+    /// Most outcomes per completion statement.
+    #[arg(long, default_value_t = 1000)]
+    pub complete_batch: usize,
+    /// Completion statements in flight per worker.
+    #[arg(long, default_value_t = 4)]
+    pub complete_parallelism: usize,
+    /// Messages per enqueue_many call.
+    #[arg(long, default_value_t = 1000)]
+    pub enqueue_batch: usize,
+    /// Parallel enqueue connections (4 keeps both cores busy while each client serialises its next batch:
+    /// 76-80k msgs/s here, against 66-68k with 2).
+    #[arg(long, default_value_t = 4)]
+    pub enqueue_connections: usize,
+    /// Provider to drain to.
+    #[arg(long, value_enum, default_value_t = BenchProvider::Noop)]
+    pub provider: BenchProvider,
+    /// Steady-rate latency mode: enqueue one message per call at this many per second (instead of bulk).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// How long the steady-rate mode enqueues.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Future-scheduled rows to add first (they stay in the claim index; the drain must not slow down).
+    #[arg(long, default_value_t = 0)]
+    pub scheduled_rows: usize,
+}
+
+/// What the benchmark measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    /// tidings version.
+    pub version: &'static str,
+    /// `burn-down` or `steady-rate`.
+    pub mode: &'static str,
+    /// Messages enqueued.
+    pub messages: usize,
+    /// Bulk enqueue rate (burn-down) or the offered rate (steady-rate).
+    pub enqueue_per_sec: f64,
+    /// Messages per second from the first completion to all final in the database.
+    pub drain_per_sec: f64,
+    /// Burn-down: enqueue → sent p50 (queueing included). Steady-rate: committed enqueue → claim p50.
+    pub latency_p50_ms: f64,
+    /// Same, p99.
+    pub latency_p99_ms: f64,
+    /// Messages not final (or not sent) at the end: must be 0.
+    pub lost: i64,
+    /// Worker pools.
+    pub workers: usize,
+    /// Concurrency per worker.
+    pub concurrency: usize,
+    /// Provider mode.
+    pub provider: String,
+    /// Peak resident memory of this process, MiB (the workers run in it).
+    pub peak_rss_mib: f64,
+}
+
+/// Runs the benchmark against `DATABASE_URL` and prints the result.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let result = measure(&args).await?;
+    println!("messages           {}", result.messages);
+    println!(
+        "mode               {} ({} provider, {} worker(s) x {} in flight)",
+        result.mode, result.provider, result.workers, result.concurrency
+    );
+    println!("enqueue            {:.0} msgs/s", result.enqueue_per_sec);
+    println!("drain              {:.0} msgs/s", result.drain_per_sec);
+    println!(
+        "latency p50 / p99  {:.1} ms / {:.1} ms",
+        result.latency_p50_ms, result.latency_p99_ms
+    );
+    println!("lost               {}", result.lost);
+    println!("peak RSS           {:.0} MiB", result.peak_rss_mib);
+    if args.json {
+        println!("{}", serde_json::to_string(&result).expect("json"));
+    }
+    if result.lost != 0 {
+        return Err(Error::Other(format!("{} messages not sent", result.lost)));
+    }
+    Ok(())
+}
+
+/// Runs the benchmark and returns the figures.
+pub async fn measure(args: &BenchArgs) -> Result<BenchResult> {
+    if args.messages == 0 && args.rate.is_none() {
+        return Err(Error::Config("--messages: must be at least 1".into()));
+    }
+    let url = crate::cli::database_url()?;
+    let store = Store::connect(&url, (args.enqueue_connections as u32 + 2).max(4)).await?;
+    store.migrate().await?;
+    let sandbox = match args.provider {
+        BenchProvider::Noop => None,
+        BenchProvider::Sandbox => Some(
+            Sandbox::start(
+                "127.0.0.1:0".parse().expect("addr"),
+                SandboxOptions::default(),
+            )
+            .await?,
+        ),
+    };
+    let config = bench_config(args, sandbox.as_ref().map(Sandbox::base_url))?;
+    store.channel_sync(&config).await?;
+    store.bench_reset(&[CHANNEL, FUTURE_CHANNEL]).await?;
+    if args.scheduled_rows > 0 {
+        prefill_future(&store, args.scheduled_rows).await?;
+    }
+
+    let result = match args.rate {
+        None => burn_down(args, &url, &store, &config).await?,
+        Some(rate) => steady_rate(args, rate, &url, &store, &config).await?,
+    };
+    if let Some(s) = sandbox {
+        s.stop().await;
+    }
+    store.pool().close().await;
+    Ok(result)
+}
+
+fn bench_config(args: &BenchArgs, sandbox: Option<String>) -> Result<Config> {
+    let provider = match &sandbox {
+        None => "mode = \"noop\"".to_owned(),
+        Some(base) => format!("base_url = \"{base}\""),
+    };
+    Config::parse(&format!(
+        r#"
+        [worker]
+        concurrency = {}
+        claim_batch = {}
+        claimers = {}
+        complete_batch = {}
+        complete_parallelism = {}
+        poll_interval = "100ms"
+        max_connections = 8
+        [channels.{CHANNEL}]
+        kind = "sandbox"
+        {provider}
+        [channels.{FUTURE_CHANNEL}]
+        kind = "sandbox"
+        mode = "noop"
+        "#,
+        concurrency(args),
+        args.claim_batch,
+        args.claimers,
+        args.complete_batch,
+        args.complete_parallelism
+    ))
+}
+
+fn concurrency(args: &BenchArgs) -> usize {
+    args.concurrency.unwrap_or(match args.provider {
+        BenchProvider::Noop => 2000,
+        BenchProvider::Sandbox => 256,
+    })
+}
+
+fn message(i: usize, channel: &str) -> NewMessage {
+    NewMessage::sms(channel, format!("+3161{:07}", i % 10_000_000)).text("hello from tidings bench")
+}
+
+async fn prefill_future(store: &Store, n: usize) -> Result<()> {
+    let at = Utc::now() + chrono::Duration::days(30);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let batch: Vec<NewMessage> = chunk
+            .iter()
+            .map(|i| message(*i, FUTURE_CHANNEL).scheduled_for(at))
+            .collect();
+        tidings_client::enqueue_many(store.pool(), &batch).await?;
+    }
+    Ok(())
+}
+
+/// Starts the worker pools; returns their shutdown handle, join handles and metrics.
+fn start_workers(
+    args: &BenchArgs,
+    url: &str,
+    config: &Config,
+) -> (
+    Shutdown,
+    Vec<tokio::task::JoinHandle<Result<()>>>,
+    Vec<Metrics>,
+) {
+    let shutdown = Shutdown::new();
+    let mut handles = Vec::new();
+    let mut all_metrics = Vec::new();
+    for _ in 0..args.workers {
+        let mut config = config.clone();
+        config.channels.remove(FUTURE_CHANNEL);
+        let metrics = Metrics::new();
+        all_metrics.push(metrics.clone());
+        let shutdown = shutdown.clone();
+        let url = url.to_owned();
+        handles.push(tokio::spawn(async move {
+            let store = Store::connect(&url, config.worker.max_connections).await?;
+            let providers = crate::provider::build_all(&config)?;
+            Worker::new(config, store, providers, metrics, shutdown)
+                .run()
+                .await
+        }));
+    }
+    (shutdown, handles, all_metrics)
+}
+
+/// Messages whose provider call finished, across the pools (an atomic read, no database).
+fn handled(metrics: &[Metrics]) -> u64 {
+    metrics
+        .iter()
+        .map(|m| {
+            m.send_duration
+                .with_label_values(&[CHANNEL, "sent"])
+                .get_sample_count()
+        })
+        .sum()
+}
+
+async fn burn_down(
+    args: &BenchArgs,
+    url: &str,
+    store: &Store,
+    config: &Config,
+) -> Result<BenchResult> {
+    let n = args.messages;
+    // Enqueue: each connection builds its next batch just before sending it (building is part of a client's
+    // cost, and holding a million messages in memory would hide the worker's own footprint).
+    let batch = args.enqueue_batch.max(1);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.enqueue_connections.max(1) {
+        let next = next.clone();
+        let pool = store.pool().clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let start = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                if start >= n {
+                    return Ok::<(), tidings_client::Error>(());
+                }
+                let messages: Vec<NewMessage> = (start..(start + batch).min(n))
+                    .map(|i| message(i, CHANNEL))
+                    .collect();
+                tidings_client::enqueue_many(&pool, &messages).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| Error::Other(e.to_string()))??;
+    }
+    let enqueue_secs = t.elapsed().as_secs_f64();
+
+    let (shutdown, handles, metrics) = start_workers(args, url, config);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    // First completion: the first provider call to finish (the harness's "first handler completion").
+    let first = loop {
+        if handled(&metrics) > 0 {
+            break Instant::now();
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Other("no message was handled within 600 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    while handled(&metrics) < n as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Then poll the database until it shows every message final.
+    let done = loop {
+        if store.bench_live(CHANNEL).await? == 0 || Instant::now() > deadline {
+            break Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    shutdown.stop.cancel();
+    for h in handles {
+        h.await.map_err(|e| Error::Other(e.to_string()))??;
+    }
+    let (_, sent, _) = store.bench_counts(CHANNEL).await?;
+    let (p50, p99) = store.bench_latency(CHANNEL).await?;
+    Ok(BenchResult {
+        version: env!("CARGO_PKG_VERSION"),
+        mode: "burn-down",
+        messages: n,
+        enqueue_per_sec: n as f64 / enqueue_secs,
+        drain_per_sec: n as f64 / (done - first).as_secs_f64().max(1e-6),
+        latency_p50_ms: p50,
+        latency_p99_ms: p99,
+        lost: n as i64 - sent,
+        workers: args.workers,
+        concurrency: concurrency(args),
+        provider: format!("{:?}", args.provider).to_lowercase(),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+async fn steady_rate(
+    args: &BenchArgs,
+    rate: u32,
+    url: &str,
+    store: &Store,
+    config: &Config,
+) -> Result<BenchResult> {
+    if rate == 0 {
+        return Err(Error::Config("--rate: must be at least 1".into()));
+    }
+    let (shutdown, handles, _metrics) = start_workers(args, url, config);
+    // Let the pools connect and LISTEN before the clock starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let total = (rate as f64 * args.duration.as_secs_f64()).round() as usize;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    let t = Instant::now();
+    for i in 0..total {
+        tick.tick().await;
+        let pool = store.pool().clone();
+        tasks.spawn(async move {
+            let id = message(i, CHANNEL).enqueue(&pool).await?;
+            Ok::<(Uuid, DateTime<Utc>), tidings_client::Error>((id, Utc::now()))
+        });
+    }
+    let offered = total as f64 / t.elapsed().as_secs_f64();
+    let mut committed = Vec::with_capacity(total);
+    while let Some(r) = tasks.join_next().await {
+        committed.push(r.map_err(|e| Error::Other(e.to_string()))??);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.bench_live(CHANNEL).await? > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.stop.cancel();
+    for h in handles {
+        h.await.map_err(|e| Error::Other(e.to_string()))??;
+    }
+    let ids: Vec<Uuid> = committed.iter().map(|(id, _)| *id).collect();
+    let started: std::collections::HashMap<Uuid, DateTime<Utc>> =
+        store.bench_started(&ids).await?.into_iter().collect();
+    // Committed enqueue (the client saw the commit) → the worker started the attempt (claim).
+    let mut lat: Vec<f64> = committed
+        .iter()
+        .filter_map(|(id, at)| {
+            started
+                .get(id)
+                .map(|s| ((*s - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0).max(0.0))
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let (_, sent, _) = store.bench_counts(CHANNEL).await?;
+    Ok(BenchResult {
+        version: env!("CARGO_PKG_VERSION"),
+        mode: "steady-rate",
+        messages: total,
+        enqueue_per_sec: offered,
+        drain_per_sec: offered,
+        latency_p50_ms: pct(0.50),
+        latency_p99_ms: pct(0.99),
+        lost: total as i64 - sent,
+        workers: args.workers,
+        concurrency: concurrency(args),
+        provider: format!("{:?}", args.provider).to_lowercase(),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// VmHWM of this process (Linux), in MiB; 0 elsewhere.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
