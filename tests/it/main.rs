@@ -1,0 +1,15 @@
+//! The integration test binary: one module per area. Database tests use `#[sqlx::test]`, which creates a fresh
+//! database (migrated) per test on the server of `DATABASE_URL` (`.cargo/config.toml` defaults it to
+//! 127.0.0.1:5432).
+
+mod adapters_e2e;
+mod bad_input;
+mod enqueue_sql;
+mod faults;
+mod ops;
+mod policy_e2e;
+mod provider_contract;
+mod receipts;
+mod security;
+mod support;
+mod worker_e2e;

@@ -1,0 +1,233 @@
+//! Least privilege: what `tidings_producer` and `tidings_worker` may and may not do, and the loopback default
+//! of the worker's HTTP listener.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tidings::config::Config;
+use tidings::metrics::Metrics;
+use tidings::outcome::Outcome;
+use tidings::shutdown::Shutdown;
+use tidings::store::{ClaimParams, Completion, Store};
+use tidings::worker::Worker;
+use tidings_client::NewMessage;
+use uuid::Uuid;
+
+use crate::support::{config, count, enqueue_n, live, sync, url_of, wait_until};
+
+/// Runs `sql` as `role` in a transaction that is rolled back; returns the SQLSTATE of the error, if any.
+async fn as_role(pool: &PgPool, role: &str, sql: &'static str) -> Option<String> {
+    let mut tx = pool.begin().await.unwrap();
+    let set_role = format!("SET LOCAL ROLE {role}");
+    sqlx::query(&set_role).execute(&mut *tx).await.unwrap();
+    let result = sqlx::raw_sql(sql).execute(&mut *tx).await;
+    tx.rollback().await.unwrap();
+    result.err().map(|e| match e {
+        sqlx::Error::Database(db) => db.code().unwrap_or_default().into_owned(),
+        other => panic!("{sql}: {other}"),
+    })
+}
+
+const DENIED: Option<&str> = Some("42501");
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn the_producer_role_can_enqueue_and_read_status_but_nothing_else(pool: PgPool) {
+    sync(&pool, &config(None, "")).await;
+    let existing = enqueue_n(&pool, "sms", 1).await[0];
+
+    // What a producer may do: enqueue, cancel, status, events (SECURITY DEFINER functions).
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL ROLE tidings_producer")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let id = NewMessage::sms("sms", "+31612345678")
+        .text("hello")
+        .enqueue(&mut *tx)
+        .await
+        .unwrap();
+    let many = tidings_client::enqueue_many(
+        &mut *tx,
+        &[NewMessage::sms("sms", "+31612345679").text("hi")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(many.len(), 1);
+    let status = tidings_client::status(&mut *tx, existing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.id, existing);
+    assert_eq!(tidings_client::events(&mut *tx, id).await.unwrap().len(), 1);
+    assert!(tidings_client::cancel(&mut *tx, id).await.unwrap());
+    tx.commit().await.unwrap();
+
+    // What it may not: read recipients or content, change statuses, touch channels or the queue's internals.
+    let forbidden = [
+        "SELECT recipient FROM tidings.messages",
+        "SELECT content FROM tidings.messages",
+        "SELECT * FROM tidings.message_events",
+        "UPDATE tidings.messages SET status = 'sent'",
+        "DELETE FROM tidings.messages",
+        "INSERT INTO tidings.channels (name, kind) VALUES ('x', 'sandbox')",
+        "UPDATE tidings.channels SET kind = 'webhook'",
+        "UPDATE tidings.channel_state SET paused_until = now()",
+        "SELECT * FROM tidings.channels",
+        "SELECT * FROM tidings.suppressions",
+        "SELECT tidings.check_message('{}', 'sandbox', now())",
+        "DROP TABLE tidings.messages",
+        "CREATE ROLE sneaky",
+    ];
+    for sql in forbidden {
+        assert_eq!(
+            as_role(&pool, "tidings_producer", sql).await.as_deref(),
+            DENIED,
+            "tidings_producer: {sql}"
+        );
+    }
+}
+
+/// A pool whose every connection acts as `role`.
+async fn pool_as(pool: &PgPool, role: &'static str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                let set_role = format!("SET ROLE {role}");
+                sqlx::query(&set_role).execute(&mut *conn).await?;
+                Ok(())
+            })
+        })
+        .connect(&url_of(pool).await)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn the_worker_role_runs_every_store_query_and_nothing_more(pool: PgPool) {
+    let config = config(None, "");
+    let ids = enqueue_n(
+        &{
+            sync(&pool, &config).await;
+            pool.clone()
+        },
+        "sms",
+        3,
+    )
+    .await;
+    let worker_pool = pool_as(&pool, "tidings_worker").await;
+    let store = Store::from_pool(worker_pool.clone());
+
+    // Everything the worker process runs: sync, claim, complete, rescue, sweep, prune, pause, stats, readiness.
+    store.channel_sync(&config).await.unwrap();
+    assert!(store.migrations_current().await.unwrap());
+    assert!(store.ping().await);
+    let lease_id = Uuid::now_v7();
+    let claimed = store
+        .message_claim(&ClaimParams {
+            limit: 2,
+            lease_id,
+            lease: Duration::from_secs(30),
+            channels: &["sms".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let done: Vec<Completion> = claimed
+        .iter()
+        .map(|m| Completion {
+            id: m.id,
+            lease_id,
+            channel: m.channel.clone(),
+            started_at: chrono::Utc::now(),
+            outcome: Outcome::Sent {
+                provider_message_id: None,
+                detail: json!({}),
+            },
+        })
+        .collect();
+    assert_eq!(store.message_complete_many(&done).await.unwrap().len(), 2);
+    store.message_rescue(10).await.unwrap();
+    store.message_sweep_expired(10).await.unwrap();
+    store
+        .channel_pause("sms", chrono::Utc::now(), "rate_limited")
+        .await
+        .unwrap();
+    store.channel_paused().await.unwrap();
+    store.stats_live().await.unwrap();
+    store.stats_oldest_due().await.unwrap();
+    store.stats_last_errors(5).await.unwrap();
+    assert!(store.message_get(ids[0]).await.unwrap().is_some());
+    store.message_events(ids[0]).await.unwrap();
+    let pruned = store
+        .message_prune(chrono::Utc::now() + chrono::Duration::hours(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2, "the two sent messages are pruned");
+
+    // A whole worker under the role drains the queue (LISTEN included).
+    enqueue_n(&pool, "sms", 50).await;
+    let shutdown = Shutdown::new();
+    let providers = tidings::provider::build_all(&config).unwrap();
+    let worker = tokio::spawn(
+        Worker::new(
+            config.clone(),
+            store.clone(),
+            providers,
+            Metrics::new(),
+            shutdown.clone(),
+        )
+        .run(),
+    );
+    wait_until(Duration::from_secs(30), "queue drained", || async {
+        live(&pool).await == 0
+    })
+    .await;
+    shutdown.stop.cancel();
+    worker.await.unwrap().unwrap();
+    assert_eq!(count(&pool, "sent").await, 51);
+
+    // No DDL, no roles, no producer-only or foreign objects.
+    let forbidden = [
+        "DROP TABLE tidings.messages",
+        "ALTER TABLE tidings.messages ADD COLUMN x int",
+        "TRUNCATE tidings.messages",
+        "CREATE TABLE tidings.x (a int)",
+        "CREATE ROLE sneaky",
+        "ALTER ROLE tidings_worker CREATEROLE",
+        "GRANT tidings_producer TO tidings_worker",
+        "DELETE FROM tidings.channels",
+        "INSERT INTO tidings.suppressions (channel_kind, recipient) VALUES ('sms', '+1')",
+    ];
+    for sql in forbidden {
+        let code = as_role(&pool, "tidings_worker", sql).await;
+        assert!(
+            matches!(code.as_deref(), Some("42501") | Some("0LP01")),
+            "tidings_worker: {sql} gave {code:?}"
+        );
+    }
+    worker_pool.close().await;
+}
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn roles_survive_a_second_migration_run(pool: PgPool) {
+    // Re-running the roles migration where the roles exist (another database migrated first) is a no-op.
+    let sql = include_str!("../../migrations/0003_roles.sql");
+    sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_roles WHERE rolname IN ('tidings_producer', 'tidings_worker') AND NOT rolcanlogin",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(n, 2, "both roles exist, NOLOGIN");
+}
+
+#[test]
+fn the_http_listener_is_loopback_by_default() {
+    let config = Config::default();
+    assert!(config.http.listen.ip().is_loopback());
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:9464");
+}
