@@ -95,8 +95,15 @@ async fn a_worker_killed_mid_batch_loses_nothing(pool: PgPool) {
     first.signal("KILL");
     let status = first.wait(Duration::from_secs(10)).await;
     assert!(!status.success(), "killed, not exited");
-    let held = count(&pool, "processing").await;
-    assert!(held > 0, "the worker died holding messages (mid-batch)");
+    let held: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM tidings.messages WHERE status = 'processing'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(
+        !held.is_empty(),
+        "the worker died holding messages (mid-batch)"
+    );
 
     let second = ChildWorker::spawn(&url, &toml);
     wait_until(Duration::from_secs(120), "every message final", || async {
@@ -107,24 +114,40 @@ async fn a_worker_killed_mid_batch_loses_nothing(pool: PgPool) {
     assert!(second.wait(Duration::from_secs(30)).await.success());
 
     assert_eq!(count(&pool, "sent").await, 2000, "none lost");
-    let rescued: Vec<Uuid> = sqlx::query_scalar(
+    let rescued: std::collections::HashSet<Uuid> = sqlx::query_scalar(
         "SELECT message_id FROM tidings.message_events WHERE reason = 'lease_expired'",
     )
     .fetch_all(&pool)
     .await
-    .unwrap();
-    assert_eq!(
-        rescued.len() as i64,
-        held,
-        "each message the dead worker held shows its rescue"
-    );
-    // A message sent twice is one whose lease expired mid-send, and the events show it.
-    let rescued: std::collections::HashSet<String> = rescued.iter().map(Uuid::to_string).collect();
+    .unwrap()
+    .into_iter()
+    .collect();
+    // (A starved second worker may see a lease of its own run out too; that is a rescue as well, not a loss.)
+    for id in &held {
+        assert!(
+            rescued.contains(id),
+            "{id}, held by the dead worker, shows no rescue"
+        );
+    }
+    // A message the provider accepted more than once has the reason in its history: its lease expired
+    // mid-send (the dead worker's messages), or, on a starved machine, its send outlived the channel timeout
+    // and was retried. Every extra send is one such event; none happens silently.
     for (id, n) in accepted_per_id(&sandbox) {
         if n > 1 {
+            let history: Vec<(String, String)> = sqlx::query_as(
+                "SELECT status::text, reason FROM tidings.message_events WHERE message_id = $1::uuid ORDER BY id",
+            )
+            .bind(&id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let resends = history
+                .iter()
+                .filter(|(status, reason)| reason == "lease_expired" || status == "scheduled")
+                .count();
             assert!(
-                rescued.contains(&id),
-                "{id} sent {n} times without a rescue"
+                resends + 1 >= n,
+                "{id} accepted {n} times, history {history:?}"
             );
         }
     }
