@@ -45,21 +45,36 @@ pub async fn migrate(config: &Config) -> Result<()> {
 /// `tidings worker`: runs a worker pool until SIGTERM/SIGINT, serving `/metrics`, `/healthz`, `/readyz` and
 /// `/receipts/{channel}` (for the channels with `receipt_secret_env`).
 pub async fn worker(config: Config) -> Result<()> {
+    // Signals first: SIGTERM during start-up (say, a deploy rolling back at once) is a clean exit, not a kill.
+    let shutdown = Shutdown::new();
+    let signal = crate::shutdown::signal_listener();
+    let stop = shutdown.stop.clone();
+    tokio::spawn(async move {
+        signal.await;
+        tracing::info!("signal received: stopping");
+        stop.cancel();
+    });
     if config.channels.is_empty() {
         return Err(Error::Config(
             "no [channels.NAME] table: the worker would have nothing to send".into(),
         ));
     }
-    let store = Store::connect(&database_url()?, config.worker.max_connections).await?;
-    if !store.migrations_current().await.unwrap_or(false) {
-        return Err(Error::Config(
-            "the database is not migrated to this version: run `tidings migrate` first".into(),
-        ));
-    }
-    store.channel_sync(&config).await?;
+    let start = async {
+        let store = Store::connect(&database_url()?, config.worker.max_connections).await?;
+        if !store.migrations_current().await.unwrap_or(false) {
+            return Err(Error::Config(
+                "the database is not migrated to this version: run `tidings migrate` first".into(),
+            ));
+        }
+        store.channel_sync(&config).await?;
+        Ok(store)
+    };
+    let store = tokio::select! {
+        store = start => store?,
+        _ = shutdown.stop.cancelled() => return Ok(()),
+    };
     let providers = crate::provider::build_all(&config)?;
     let metrics = Metrics::new();
-    let shutdown = Shutdown::new();
     let receipts =
         crate::http::ReceiptSecrets::from_config(&config, &|var| std::env::var(var).ok())?;
     let (addr, http) = crate::http::serve(
@@ -71,12 +86,6 @@ pub async fn worker(config: Config) -> Result<()> {
     )
     .await?;
     tracing::info!(%addr, receipt_channels = ?receipts.channels(), "serving /metrics, /healthz, /readyz, /receipts/{{channel}}");
-    let stop = shutdown.stop.clone();
-    tokio::spawn(async move {
-        crate::shutdown::signal().await;
-        tracing::info!("signal received: stopping");
-        stop.cancel();
-    });
     let result = Worker::new(config, store, providers, metrics, shutdown.clone())
         .run()
         .await;

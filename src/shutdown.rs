@@ -21,18 +21,28 @@ impl Shutdown {
 
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn signal() {
+    signal_listener().await
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (not when first polled) and resolves on the first of them:
+/// a process that calls this first thing exits cleanly on a signal that arrives while it is still starting.
+pub fn signal_listener() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

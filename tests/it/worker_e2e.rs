@@ -193,6 +193,24 @@ async fn sigterm_finishes_in_flight_work_and_leaves_nothing_processing(pool: PgP
     sandbox.stop().await;
 }
 
+#[tokio::test]
+async fn sigterm_during_start_up_is_a_clean_exit() {
+    // A "database" that accepts the connection and never answers: the worker is stuck starting up.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "postgres://postgres@{}/tidings",
+        listener.local_addr().unwrap()
+    );
+    let worker = ChildWorker::spawn(&url, &child_config("http://127.0.0.1:9", ""));
+    let held = tokio::task::spawn_blocking(move || listener.accept().unwrap().0)
+        .await
+        .unwrap();
+    worker.signal("TERM");
+    let status = worker.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit 0, got {status:?}");
+    drop(held);
+}
+
 #[sqlx::test(migrator = "tidings::store::MIGRATOR")]
 async fn sigterm_past_the_grace_period_releases_in_flight_messages(pool: PgPool) {
     let sandbox = sandbox(1500).await;
