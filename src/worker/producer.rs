@@ -223,7 +223,7 @@ struct Round {
 
 /// A rate-limited channel's view of its shared token bucket.
 ///
-/// `rate_per_sec` is a hard ceiling over any one-second window. Tokens are taken at claim time, and a send
+/// `rate_per_sec` is a hard ceiling for claims over any one-second window. Tokens are taken at claim time, and a send
 /// happens a moment later, so the bucket keeps one burst of headroom for that jitter: at most `burst` tokens
 /// are saved up (1/20 s worth) and it refills at `rate - 2 x burst` per second. Claims therefore stay below
 /// `rate - burst` in any second, and sustained throughput is 90% of `rate_per_sec`.
