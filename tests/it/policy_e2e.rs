@@ -47,9 +47,8 @@ async fn a_429_pauses_the_channel_for_the_whole_pool_then_it_drains(pool: PgPool
     let pools = start_pools(&pool, &config, 2).await;
 
     // The first 429 pauses the channel in the database, for every worker. As soon as the pause is seen, the
-    // provider stops refusing, so the only 429s are those of the requests already in flight, and no pause is
-    // extended by workers that resumed (flipping only after the pause ended would let the
-    // resumed workers collect fresh 429s that extend the pause and blur what was sent during which pause).
+    // provider stops refusing, so the only 429s are those of the requests already in flight. (Stopping them
+    // only after the pause ended would let resumed workers collect fresh 429s that extend the pause.)
     wait_until(Duration::from_secs(30), "channel paused", || async {
         sqlx::query_scalar::<_, bool>(
             "SELECT coalesce(bool_or(paused_until > now()), false) FROM tidings.channel_state",
