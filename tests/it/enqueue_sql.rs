@@ -308,6 +308,34 @@ async fn valid_messages_are_stored_with_status_times_and_an_event(pool: PgPool) 
 }
 
 #[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn ids_are_uuid_v7_ordered_within_a_call_and_unique_across_calls(pool: PgPool) {
+    channels(&pool).await;
+    let batch: Vec<NewMessage> = (0..300)
+        .map(|i| NewMessage::sms("sms", format!("+316{i:08}")).text("hi"))
+        .collect();
+    let before = Utc::now();
+    let first = tidings_client::enqueue_many(&pool, &batch).await.unwrap();
+    let second = tidings_client::enqueue_many(&pool, &batch).await.unwrap();
+    let after = Utc::now();
+    for id in first.iter().chain(&second) {
+        assert_eq!(id.get_version_num(), 7, "{id}");
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+        let (secs, nanos) = id.get_timestamp().expect("v7 carries a time").to_unix();
+        let at = DateTime::<Utc>::from_timestamp(secs as i64, nanos).unwrap();
+        assert!(
+            at >= before - Duration::milliseconds(1) && at <= after,
+            "{id}: {at} outside {before}..{after}"
+        );
+    }
+    assert!(
+        first.windows(2).all(|w| w[0] < w[1]),
+        "ids follow input order within a call"
+    );
+    let all: std::collections::HashSet<_> = first.iter().chain(&second).collect();
+    assert_eq!(all.len(), 600, "no id repeats across calls");
+}
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
 async fn rollback_leaves_nothing(pool: PgPool) {
     channels(&pool).await;
     let mut tx = pool.begin().await.unwrap();
