@@ -105,6 +105,9 @@ pub struct BenchResult {
     pub provider: String,
     /// Peak resident memory of this process, MiB (the workers run in it).
     pub peak_rss_mib: f64,
+    /// Burn-down: CPU time this process (the worker pools, plus the benchmark's own polling) spent per message
+    /// drained, in microseconds — the cycles a worker takes from a database on the same cores. 0 when unknown.
+    pub worker_cpu_us_per_msg: f64,
 }
 
 /// Runs the benchmark against `DATABASE_URL` and prints the result.
@@ -123,6 +126,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     );
     println!("lost               {}", result.lost);
     println!("peak RSS           {:.0} MiB", result.peak_rss_mib);
+    if result.worker_cpu_us_per_msg > 0.0 {
+        println!(
+            "worker CPU         {:.1} us per message drained",
+            result.worker_cpu_us_per_msg
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&result).expect("json"));
     }
@@ -310,6 +319,7 @@ async fn burn_down(
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
+    let cpu_first = process_cpu_seconds();
     while handled(&metrics) < n as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -320,6 +330,7 @@ async fn burn_down(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let cpu_done = process_cpu_seconds();
     shutdown.stop.cancel();
     for h in handles {
         h.await.map_err(|e| Error::Other(e.to_string()))??;
@@ -339,6 +350,10 @@ async fn burn_down(
         concurrency: concurrency(args),
         provider: format!("{:?}", args.provider).to_lowercase(),
         peak_rss_mib: peak_rss_mib(),
+        worker_cpu_us_per_msg: match (cpu_first, cpu_done) {
+            (Some(a), Some(b)) => (b - a) * 1e6 / n as f64,
+            _ => 0.0,
+        },
     })
 }
 
@@ -413,7 +428,19 @@ async fn steady_rate(
         concurrency: concurrency(args),
         provider: format!("{:?}", args.provider).to_lowercase(),
         peak_rss_mib: peak_rss_mib(),
+        worker_cpu_us_per_msg: 0.0,
     })
+}
+
+/// User plus system CPU time of this process so far (Linux `/proc/self/stat`, clock ticks of 10 ms).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and stime are the
+    // 12th and 13th of them.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// VmHWM of this process (Linux), in MiB; 0 elsewhere.
