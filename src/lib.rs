@@ -15,6 +15,7 @@
 //! - [`maintenance`]: rescuer (expired leases), sweeper (overdue scheduled messages), pruner (old rows).
 //! - [`sandbox`]: the local provider server used by the demo, the tests and the benchmarks.
 //! - [`receipts`]: parsing and signature checks of provider delivery receipts.
+//! - [`message`]: a claimed message; its recipient and content are [`lazy_json`] documents, parsed on first read.
 //! - [`metrics`] and [`http`]: Prometheus metrics and the worker's HTTP listener.
 //! - [`demo`], [`bench`], [`cli`]: what the `tidings` binary runs.
 #![warn(missing_docs)]
@@ -25,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod lazy_json;
 pub mod local_pg;
 pub mod maintenance;
 pub mod message;

@@ -200,13 +200,16 @@ impl Producer {
             inflight.inc();
             let executor = self.executor.clone();
             let completions = self.completions.clone();
-            tasks.spawn(async move {
+            // Boxed: the attempt's future is a few kilobytes (timeouts, the adapter call, the frequency check),
+            // and tokio moves a task's future by value when it stores it and when it reads the result; those
+            // copies were 7% of the worker's CPU in the no-op benchmark. The box is moved instead.
+            tasks.spawn(Box::pin(async move {
                 let completion = executor.run(message).await;
                 // The slot frees once the completer has the outcome: a slow database slows claiming.
                 let _ = completions.send(completion).await;
                 inflight.dec();
                 drop(permit);
-            });
+            }));
         }
         // Unused reserved slots are released when `reserved` drops.
         Ok((got, want))

@@ -139,6 +139,11 @@ fn promtool_check_metrics(text: &str) {
 
 /// Two sandbox channels, `sms` and `push`, with millisecond backoff so retries finish quickly.
 fn two_channel_config(sandbox: &str, worker: &str) -> Config {
+    Config::parse(&two_channel_toml(sandbox, worker)).unwrap()
+}
+
+/// The TOML of [`two_channel_config`].
+fn two_channel_toml(sandbox: &str, worker: &str) -> String {
     let mut toml = format!("[worker]\n{worker}\n[http]\nlisten = \"127.0.0.1:0\"\n");
     for name in ["push", "sms"] {
         toml.push_str(&format!(
@@ -146,7 +151,7 @@ fn two_channel_config(sandbox: &str, worker: &str) -> Config {
              [channels.{name}.backoff]\nbase = \"10ms\"\ncap = \"50ms\"\n"
         ));
     }
-    Config::parse(&toml).unwrap()
+    toml
 }
 
 /// A private PostgreSQL cluster the test may stop and start; None (with a note) when the server binaries are
@@ -198,10 +203,16 @@ async fn metrics_agree_with_the_database(pool: PgPool) {
     )
     .await
     .unwrap();
-    let config = two_channel_config(
-        &sandbox.base_url(),
-        "concurrency = 50\nclaim_batch = 50\npoll_interval = \"20ms\"",
-    );
+    // This test counts answers: a loopback answer slower than the timeout (on a starved CI machine running the
+    // whole suite) would be a timeout in the worker's books and a 429 in the sandbox's. 10 s keeps them one.
+    let config = Config::parse(
+        &two_channel_toml(
+            &sandbox.base_url(),
+            "concurrency = 50\nclaim_batch = 50\npoll_interval = \"20ms\"",
+        )
+        .replace("timeout = \"1s\"", "timeout = \"10s\""),
+    )
+    .unwrap();
     let store = sync(&pool, &config).await;
     enqueue_n(&pool, "sms", 300).await;
     enqueue_n(&pool, "push", 100).await;

@@ -237,7 +237,8 @@ async fn bird_sends_the_seed_request() {
     let mut t = sample("bird_sms");
     t.content = json!({ "template": {
         "projectId": BIRD_TEMPLATE_PROJECT, "version": "latest", "locale": "en",
-        "parameters": [ { "type": "string", "key": "name", "value": "Robert" } ] } });
+        "parameters": [ { "type": "string", "key": "name", "value": "Robert" } ] } })
+    .into();
     bird.send(&t, now).await.unwrap();
 
     let sent = requests_to(&server, send_path("bird_sms")).await;
@@ -297,11 +298,11 @@ async fn bird_invalid_content_is_permanent_not_a_panic() {
     let server = MockServer::start().await;
     let bird = adapter("bird_sms", &server.uri(), "");
     let mut m = sample("bird_sms");
-    m.content = json!({ "body": {}, "template": {} });
+    m.content = json!({ "body": {}, "template": {} }).into();
     assert!(
         matches!(bird.send(&m, now()).await, Err(SendError::Permanent { reason, .. }) if reason == "invalid_content")
     );
-    m.recipient = json!({});
+    m.recipient = json!({}).into();
     assert!(
         matches!(bird.send(&m, now()).await, Err(SendError::Permanent { reason, .. }) if reason == "invalid_content")
     );
@@ -467,7 +468,7 @@ async fn instaply_closed_window_without_template_is_rejected_unsent() {
     let server = instaply_server(false).await;
     mount_instaply_send(&server, 200).await;
     let mut m = sample("instaply_whatsapp");
-    m.content = json!({ "text": "Hello" });
+    m.content = json!({ "text": "Hello" }).into();
     let err = adapter("instaply_whatsapp", &server.uri(), "")
         .send(&m, now())
         .await
@@ -488,7 +489,7 @@ async fn instaply_template_only_needs_no_lookup() {
     let server = MockServer::start().await;
     mount_instaply_send(&server, 200).await;
     let mut m = sample("instaply_whatsapp");
-    m.content = json!({ "contentSid": "HX1" });
+    m.content = json!({ "contentSid": "HX1" }).into();
     let accepted = adapter("instaply_whatsapp", &server.uri(), "")
         .send(&m, now())
         .await
@@ -547,8 +548,8 @@ async fn instaply_window_closing_between_check_and_send_falls_back_at_once() {
 
     // Without a template the same refusal ends rejected, carrying the refusal.
     let mut m = sample("instaply_whatsapp");
-    m.content = json!({ "text": "Hello, I am a bot." });
-    m.recipient = json!({ "customerThreadId": "other" });
+    m.content = json!({ "text": "Hello, I am a bot." }).into();
+    m.recipient = json!({ "customerThreadId": "other" }).into();
     server.reset().await;
     Mock::given(method("GET"))
         .and(path("/api/get-customer-thread-details"))
@@ -715,9 +716,10 @@ async fn insider_sends_the_instant_push_request() {
     assert_eq!(accepted.provider_message_id.as_deref(), Some("t-1"));
 
     let mut multi = sample("insider_push");
-    multi.recipient = json!({ "applicationIds": ["a", "b"], "tableId": TABLE });
+    multi.recipient = json!({ "applicationIds": ["a", "b"], "tableId": TABLE }).into();
     multi.content =
-        json!({ "multiLangContent": { "en": { "title": "Hi" }, "fr": { "title": "Salut" } } });
+        json!({ "multiLangContent": { "en": { "title": "Hi" }, "fr": { "title": "Salut" } } })
+            .into();
     insider.send(&multi, now()).await.unwrap();
 
     let sent = requests_to(&server, "/rest/push/sendInstant").await;
@@ -863,7 +865,7 @@ async fn instant_app_sends_the_seed_request() {
         Some("ia-1")
     );
     let mut already = sample("instant_app");
-    already.recipient = json!({ "phone": "2125550123" });
+    already.recipient = json!({ "phone": "2125550123" }).into();
     already.content["message"] = json!("Reply STOP2END to stop");
     already
         .content
@@ -893,7 +895,7 @@ async fn instant_app_sends_the_seed_request() {
     assert_eq!(second["instantAppParameters"], json!({}));
 
     let mut bad = sample("instant_app");
-    bad.recipient = json!({ "phone": "+442071234567" });
+    bad.recipient = json!({ "phone": "+442071234567" }).into();
     assert!(
         matches!(app.send(&bad, now()).await, Err(SendError::Permanent { reason, .. }) if reason == "invalid_content")
     );
@@ -1240,10 +1242,10 @@ async fn every_kind_against_the_sandbox() {
     // Instaply: a closed window gets the template; without one the message is rejected.
     let instaply = adapter("instaply_whatsapp", &base, "");
     let mut m = sample("instaply_whatsapp");
-    m.recipient = json!({ "customerThreadId": "closed-1" });
+    m.recipient = json!({ "customerThreadId": "closed-1" }).into();
     let accepted = instaply.send(&m, now()).await.unwrap();
     assert_eq!(accepted.detail["fallback_template"], true);
-    m.content = json!({ "text": "hi" });
+    m.content = json!({ "text": "hi" }).into();
     assert!(matches!(
         instaply.send(&m, now()).await,
         Err(SendError::Rejected { .. })

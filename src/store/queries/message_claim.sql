@@ -7,6 +7,7 @@
 -- sort of the whole backlog: 47 ms instead of 8 ms per 1000 rows); and the UPDATE matches `id = ANY (ARRAY(...))`
 -- so even a generic plan (unknown LIMIT) goes through the primary key instead of hashing the whole table.
 -- No event row: the outcome's event records when the attempt started (started_at).
+-- The RETURNING list is decoded by position (`Message::from_row`): change both together.
 -- `suppressed`: the recipient opted out for this channel kind (checked here, at dispatch, so a late STOP wins);
 -- the opt-out list is probed only when it is not empty (the EXISTS over the whole list is an InitPlan, run once).
 WITH due AS (
