@@ -49,7 +49,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub claim_batch: usize,
     /// Claim loops per worker sharing its slots.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub claimers: usize,
     /// Most outcomes per completion statement.
     #[arg(long, default_value_t = 1000)]

@@ -33,7 +33,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most messages one claim statement takes (it never takes more than the free slots).
     pub claim_batch: usize,
-    /// Claim loops per process sharing the slots (a second claim runs while the first one's rows dispatch).
+    /// Claim loops per process sharing the slots. Every claim loop of every process walks the head of the same
+    /// index, skipping rows another claim in flight has locked, so the fleet's total is what counts: one per
+    /// process lets processes add up (two processes drained 7-14% faster than one; with two loops each they
+    /// were 15-25% slower, while a second loop in a single process changed nothing measurable).
     pub claimers: usize,
     /// Most outcomes one completion statement writes.
     pub complete_batch: usize,
@@ -66,7 +69,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             concurrency: 256,
             claim_batch: 1000,
-            claimers: 2,
+            claimers: 1,
             complete_batch: 1000,
             complete_parallelism: 4,
             lease: Duration::from_secs(60),

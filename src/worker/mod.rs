@@ -119,8 +119,8 @@ impl Worker {
             )
             .run(rx),
         );
-        // Several producers share the slots, so one claim is in flight while another's rows are returned and
-        // dispatched (the database has more than one core to give).
+        // `claimers` producers share the slots (one by default: claim loops contend across the whole fleet,
+        // see `WorkerConfig::claimers`).
         let slots = Arc::new(Semaphore::new(w.concurrency));
         let producers: Vec<_> = wakeups
             .into_iter()
