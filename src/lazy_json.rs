@@ -18,7 +18,7 @@ use sqlx::{Decode, Postgres, Type};
 /// A JSON document that reads as a [`Value`] (through `Deref`) and is parsed only when read.
 ///
 /// Writing through `DerefMut` (tests build messages that way) parses it and drops the original text.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LazyJson {
     /// The text as stored; `None` once the value has been changed (or when built from a value).
     raw: Option<Box<RawValue>>,
