@@ -25,7 +25,7 @@ pub const DEFAULT_BASE_URL: &str = "https://api.bird.com";
 #[derive(Debug)]
 pub struct BirdSms {
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     access_key: Secret,
     timeout: std::time::Duration,
 }
@@ -43,10 +43,13 @@ impl BirdSms {
         let access_key = credentials::from_env(name, config, "access_key_env", env)?;
         Ok(BirdSms {
             client: client.clone(),
-            url: format!(
-                "{}/workspaces/{workspace}/channels/{channel}/messages",
-                http::base_url(config, DEFAULT_BASE_URL)
-            ),
+            url: http::endpoint(
+                name,
+                &format!(
+                    "{}/workspaces/{workspace}/channels/{channel}/messages",
+                    http::base_url(config, DEFAULT_BASE_URL)
+                ),
+            )?,
             access_key,
             timeout: config.timeout,
         })
@@ -130,7 +133,7 @@ impl Provider for BirdSms {
             let body = request_body(message, now)?;
             let request = self
                 .client
-                .post(&self.url)
+                .post(self.url.clone())
                 .header(
                     reqwest::header::AUTHORIZATION,
                     self.access_key.header("AccessKey "),

@@ -84,6 +84,20 @@ pub fn base_url(channel: &crate::config::ChannelConfig, default: &str) -> String
         .to_owned()
 }
 
+/// Parses a channel's endpoint once, when the adapter is built: a bad `base_url` stops the worker at start with
+/// the setting named, instead of failing every message, and no request parses its URL again. The URL itself is
+/// not echoed: it may carry credentials.
+pub fn endpoint(name: &str, url: &str) -> Result<reqwest::Url> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| Error::Config(format!("channels.{name}.base_url: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(Error::Config(format!(
+            "channels.{name}.base_url: must be an http or https URL"
+        )));
+    }
+    Ok(parsed)
+}
+
 /// Maps a non-2xx answer to a [`SendError`] with the status and a body excerpt in the detail.
 pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> SendError {
     let excerpt = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]).into_owned();
@@ -163,6 +177,17 @@ mod tests {
         assert!(
             matches!(classify(422, &HeaderMap::new(), br#"{"code":"x"}"#, now), SendError::Permanent { detail, .. } if detail["response"]["code"] == "x")
         );
+    }
+
+    #[test]
+    fn endpoints_are_checked_once_with_the_setting_named() {
+        let url = endpoint("sms", "http://127.0.0.1:9/a/b").unwrap();
+        assert_eq!(url.path(), "/a/b");
+        for bad in ["not a url", "ftp://host/x", "http://user:s3cret@[::1/"] {
+            let err = endpoint("sms", bad).unwrap_err().to_string();
+            assert!(err.contains("channels.sms.base_url: "), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
     }
 
     #[test]

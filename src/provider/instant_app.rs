@@ -31,7 +31,7 @@ use crate::message::Message;
 #[derive(Debug)]
 pub struct InstantApp {
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     org_channel_api_id: String,
     opt_out_suffix: Option<String>,
     api_key: Secret,
@@ -67,7 +67,10 @@ impl InstantApp {
         })?;
         Ok(InstantApp {
             client: client.clone(),
-            url: format!("{}/messages/send_to_customer", base.trim_end_matches('/')),
+            url: http::endpoint(
+                name,
+                &format!("{}/messages/send_to_customer", base.trim_end_matches('/')),
+            )?,
             org_channel_api_id: config.setting_str(name, "org_channel_api_id")?.to_owned(),
             opt_out_suffix: optional("opt_out_suffix")?.filter(|s| !s.trim().is_empty()),
             api_key: credentials::from_env(name, config, "api_key_env", env)?,
@@ -139,7 +142,7 @@ impl Provider for InstantApp {
             let body = self.request_body(message)?;
             let request = self
                 .client
-                .post(&self.url)
+                .post(self.url.clone())
                 .header(
                     self.api_key_header.clone(),
                     self.api_key.header(&self.api_key_prefix),

@@ -20,7 +20,7 @@ enum Target {
     Noop,
     Http {
         client: reqwest::Client,
-        url: String,
+        url: reqwest::Url,
         timeout: Duration,
     },
 }
@@ -42,10 +42,13 @@ impl SandboxProvider {
                 })?;
                 Target::Http {
                     client: client.clone(),
-                    url: format!(
-                        "{}/workspaces/sandbox/channels/{name}/messages",
-                        base.trim_end_matches('/')
-                    ),
+                    url: http::endpoint(
+                        name,
+                        &format!(
+                            "{}/workspaces/sandbox/channels/{name}/messages",
+                            base.trim_end_matches('/')
+                        ),
+                    )?,
                     timeout: config.timeout,
                 }
             }
@@ -81,7 +84,8 @@ impl Provider for SandboxProvider {
             };
             // The same request a Bird channel sends (seed 002), so sandbox traffic looks like real traffic.
             let body = super::bird_sms::request_body(message, now)?;
-            let response = http::execute(client.post(url).json(&body), timeout, now).await?;
+            let response =
+                http::execute(client.post(url.clone()).json(&body), timeout, now).await?;
             super::bird_sms::accepted(&response)
         })
     }

@@ -29,7 +29,7 @@ use crate::message::Message;
 #[derive(Debug)]
 pub struct Webhook {
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     secret: Secret,
     key: SigningKey,
     timeout: Duration,
@@ -65,7 +65,7 @@ impl Webhook {
         })?;
         Ok(Webhook {
             client: client.clone(),
-            url: url.to_owned(),
+            url: http::endpoint(name, url)?,
             key: SigningKey(key),
             secret,
             timeout: config.timeout,
@@ -118,7 +118,7 @@ impl Provider for Webhook {
             let timestamp = now.timestamp();
             let request = self
                 .client
-                .post(&self.url)
+                .post(self.url.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header("webhook-id", &id)
                 .header("webhook-timestamp", timestamp.to_string())
