@@ -14,6 +14,21 @@ use crate::store::Store;
 /// Rows per maintenance statement: small enough never to hold locks for long.
 const BATCH: i64 = 1000;
 
+/// Counting the live messages may take at most this share of the sampler's time.
+const COUNT_SHARE: u32 = 100;
+
+/// The longest wait between two counts of the live messages.
+const COUNT_MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// When to count the live messages again, given how long the last count took. Counting reads every waiting
+/// message (a million scheduled ones take about 0.2 s, and every worker samples), so the wait grows with the cost:
+/// at least `interval`, long enough that counting takes at most 1% of the time, at most 5 minutes. The cheap
+/// gauges (oldest due, paused) are still refreshed every `interval`.
+pub fn next_count_after(interval: Duration, took: Duration) -> Duration {
+    took.saturating_mul(COUNT_SHARE)
+        .clamp(interval, COUNT_MAX_WAIT.max(interval))
+}
+
 /// The maintenance services of one worker.
 pub struct Maintenance {
     store: Store,
@@ -47,6 +62,10 @@ impl Maintenance {
         for t in [&mut rescue, &mut prune, &mut sample] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
+        // The first count comes one to two intervals after start, at random: a deploy restarts every worker at
+        // once, and they should not all read the whole backlog in the same second (nor while they start draining).
+        let mut count_at =
+            tokio::time::Instant::now() + self.sample_interval.mul_f64(1.0 + rand::random::<f64>());
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -55,7 +74,14 @@ impl Maintenance {
                     self.sweep().await;
                 }
                 _ = prune.tick() => self.prune().await,
-                _ = sample.tick() => self.sample().await,
+                _ = sample.tick() => {
+                    let now = tokio::time::Instant::now();
+                    if now >= count_at {
+                        self.sample_counts().await;
+                        count_at = now + next_count_after(self.sample_interval, now.elapsed());
+                    }
+                    self.sample_gauges().await;
+                }
             }
         }
     }
@@ -126,8 +152,14 @@ impl Maintenance {
         }
     }
 
-    /// Refreshes the gauges sampled from the database.
+    /// Refreshes every gauge sampled from the database.
     pub async fn sample(&self) {
+        self.sample_counts().await;
+        self.sample_gauges().await;
+    }
+
+    /// Live messages by channel and status (the one sample whose cost grows with the backlog).
+    async fn sample_counts(&self) {
         let m = &self.metrics;
         if let Ok(rows) = self.store.stats_live().await {
             for ch in &self.channels {
@@ -140,6 +172,11 @@ impl Maintenance {
                 }
             }
         }
+    }
+
+    /// The gauges that cost the same whatever the backlog: oldest due message, paused channels.
+    async fn sample_gauges(&self) {
+        let m = &self.metrics;
         if let Ok(rows) = self.store.stats_oldest_due().await {
             for ch in &self.channels {
                 let age = rows.iter().find(|(c, _)| c == ch).map_or(0.0, |(_, a)| *a);
@@ -152,5 +189,27 @@ impl Maintenance {
                 m.channel_paused.with_label_values(&[ch]).set(i64::from(is));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_takes_at_most_a_hundredth_of_the_time() {
+        let five = Duration::from_secs(5);
+        assert_eq!(next_count_after(five, Duration::from_millis(3)), five);
+        assert_eq!(
+            next_count_after(five, Duration::from_millis(220)),
+            Duration::from_secs(22)
+        );
+        assert_eq!(
+            next_count_after(five, Duration::from_secs(10)),
+            COUNT_MAX_WAIT
+        );
+        // A configured interval longer than the cap is kept.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(next_count_after(hour, Duration::from_secs(10)), hour);
     }
 }
