@@ -431,6 +431,30 @@ impl Store {
         Ok(())
     }
 
+    /// Benchmark only: opens `connections` connections at once and has each plan `enqueue_many` with an empty
+    /// call, so a timed bulk enqueue starts where a running producer is (a new connection's first call spends
+    /// about 20 ms planning it) instead of timing connection set-up.
+    pub async fn bench_warm(&self, connections: usize) -> Result<()> {
+        let mut held = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            held.push(self.pool.acquire().await?);
+        }
+        for conn in &mut held {
+            sqlx::query(include_str!("queries/bench_warm.sql"))
+                .execute(&mut **conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Benchmark only: vacuums and analyses the hot tables (VACUUM cannot be prepared: simple protocol).
+    pub async fn bench_vacuum(&self) -> Result<()> {
+        sqlx::raw_sql(include_str!("queries/bench_vacuum.sql"))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Benchmark only: (live, sent, final) counts of a channel.
     pub async fn bench_counts(&self, channel: &str) -> Result<(i64, i64, i64)> {
         Ok(sqlx::query_as(include_str!("queries/bench_counts.sql"))

@@ -4,6 +4,7 @@
 
 mod adapters_e2e;
 mod bad_input;
+mod bench_cli;
 mod enqueue_sql;
 mod faults;
 mod ops;
