@@ -3,17 +3,12 @@
 
 use sqlx::PgPool;
 
-use crate::support::url_of;
+use crate::support::{tidings_cli, url_of};
 
 async fn bench(url: &str, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .arg("bench")
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .unwrap()
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    tidings_cli(url, &all).await
 }
 
 /// The JSON object on the last line of a successful run.

@@ -24,7 +24,7 @@ use tidings_client::NewMessage;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{count, enqueue_n, live, sync, url_of, wait_until};
+use crate::support::{count, enqueue_n, live, sync, tidings_cli, url_of, wait_until};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -840,16 +840,6 @@ async fn json_logs_at_debug_keep_secrets_and_phone_numbers_out(pool: PgPool) {
 // ---------------------------------------------------------------------------------------------------------------
 // `tidings stats` and `tidings status ID`
 
-async fn tidings(url: &str, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .unwrap()
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -910,7 +900,7 @@ async fn stats_and_status_print_tables_and_json(pool: PgPool) {
     let url = url_of(&pool).await;
 
     // stats, JSON
-    let out = tidings(&url, &["stats", "--json"]).await;
+    let out = tidings_cli(&url, &["stats", "--json"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in [
@@ -953,7 +943,7 @@ async fn stats_and_status_print_tables_and_json(pool: PgPool) {
     }
 
     // stats, table
-    let out = tidings(&url, &["stats"]).await;
+    let out = tidings_cli(&url, &["stats"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     for needle in [
@@ -978,7 +968,7 @@ async fn stats_and_status_print_tables_and_json(pool: PgPool) {
 
     // status, JSON
     let sent_id = ids.iter().find(|id| **id != ids[2]).unwrap().to_string();
-    let out = tidings(&url, &["status", &sent_id, "--json"]).await;
+    let out = tidings_cli(&url, &["status", &sent_id, "--json"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["message"]["id"], sent_id.as_str());
@@ -1003,7 +993,7 @@ async fn stats_and_status_print_tables_and_json(pool: PgPool) {
     }
 
     // status, table: every event with its reason, the recipient masked.
-    let out = tidings(&url, &["status", &sent_id]).await;
+    let out = tidings_cli(&url, &["status", &sent_id]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     for (status, reason) in &timeline {
@@ -1036,7 +1026,7 @@ async fn stats_and_status_print_tables_and_json(pool: PgPool) {
         vec!["status", missing.as_str()],
         vec!["status", missing.as_str(), "--json"],
     ] {
-        let out = tidings(&url, &args).await;
+        let out = tidings_cli(&url, &args).await;
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = text(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -1044,7 +1034,7 @@ async fn stats_and_status_print_tables_and_json(pool: PgPool) {
         assert!(out.stdout.is_empty());
     }
     // A malformed id: non-zero, one line.
-    let out = tidings(&url, &["status", "not-a-uuid"]).await;
+    let out = tidings_cli(&url, &["status", "not-a-uuid"]).await;
     assert!(!out.status.success());
     assert_ne!(
         out.status.code(),

@@ -21,6 +21,17 @@ pub async fn url_of(pool: &PgPool) -> String {
     url.to_string()
 }
 
+/// Runs the `tidings` binary with `args` against database `url` (no RUST_LOG: what a user sees) and waits for it.
+pub async fn tidings_cli(url: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap()
+}
+
 /// A config with one `sms` channel of kind sandbox (noop when `sandbox` is None) plus `extra` TOML.
 pub fn config(sandbox: Option<&str>, worker: &str) -> Config {
     let provider = match sandbox {
