@@ -52,7 +52,8 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct InsiderPush {
     client: reqwest::Client,
-    base: String,
+    login_url: reqwest::Url,
+    send_url: reqwest::Url,
     timeout: Duration,
     auth: Auth,
 }
@@ -97,9 +98,11 @@ impl InsiderPush {
                 )));
             }
         };
+        let base = http::base_url(config, DEFAULT_BASE_URL);
         Ok(InsiderPush {
             client: client.clone(),
-            base: http::base_url(config, DEFAULT_BASE_URL),
+            login_url: http::endpoint(name, &format!("{base}/rest/login"))?,
+            send_url: http::endpoint(name, &format!("{base}/rest/push/sendInstant"))?,
             timeout: config.timeout,
             auth,
         })
@@ -124,7 +127,7 @@ impl InsiderPush {
         }
         let request = self
             .client
-            .post(format!("{}/rest/login", self.base))
+            .post(self.login_url.clone())
             .json(&json!({ "userkey": userkey.expose(), "password": password.expose() }));
         let response = http::execute_until(request, deadline, now)
             .await
@@ -163,7 +166,7 @@ impl InsiderPush {
     ) -> Result<http::Response, SendError> {
         let request = self
             .client
-            .post(format!("{}/rest/push/sendInstant", self.base))
+            .post(self.send_url.clone())
             .header(reqwest::header::AUTHORIZATION, token.header("Bearer "))
             .json(body);
         http::execute_until(request, deadline, now).await

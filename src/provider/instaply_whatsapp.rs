@@ -51,7 +51,9 @@ const THREAD_CACHE_MAX: usize = 10_000;
 #[derive(Debug)]
 pub struct InstaplyWhatsapp {
     client: reqwest::Client,
-    base: String,
+    thread_details_url: reqwest::Url,
+    send_url: reqwest::Url,
+    update_status_url: reqwest::Url,
     token: Secret,
     timeout: Duration,
     threads: ThreadCache,
@@ -78,11 +80,12 @@ impl InstaplyWhatsapp {
             }
         };
         let base = http::base_url(config, DEFAULT_BASE_URL);
-        reqwest::Url::parse(&base)
-            .map_err(|e| Error::Config(format!("channels.{name}.base_url: {e}")))?;
+        let at = |path: &str| http::endpoint(name, &format!("{base}{path}"));
         Ok(InstaplyWhatsapp {
             client: client.clone(),
-            base,
+            thread_details_url: at("/api/get-customer-thread-details")?,
+            send_url: at("/api/send-message-to-customer-thread")?,
+            update_status_url: at("/api/update-thread-status")?,
             token,
             timeout: config.timeout,
             threads: ThreadCache::new(ttl, THREAD_CACHE_MAX),
@@ -114,11 +117,7 @@ impl InstaplyWhatsapp {
         let cell = self.threads.cell(thread);
         let open = cell
             .get_or_try_init(|| async {
-                let mut url =
-                    reqwest::Url::parse(&format!("{}/api/get-customer-thread-details", self.base))
-                        .map_err(|e| {
-                            SendError::permanent("invalid_config", format!("base_url: {e}"))
-                        })?;
+                let mut url = self.thread_details_url.clone();
                 url.query_pairs_mut()
                     .append_pair("customerThreadId", thread);
                 let request = self.client.get(url);
@@ -142,10 +141,7 @@ impl InstaplyWhatsapp {
         now: DateTime<Utc>,
     ) -> Result<http::Response, SendError> {
         let body = json!({ field: value, "customerThreadId": thread, "internal": false });
-        let request = self
-            .client
-            .post(format!("{}/api/send-message-to-customer-thread", self.base))
-            .json(&body);
+        let request = self.client.post(self.send_url.clone()).json(&body);
         http::execute_until(self.request(request, message), deadline, now).await
     }
 
@@ -244,7 +240,7 @@ impl InstaplyWhatsapp {
     ) -> Value {
         let request = self
             .client
-            .post(format!("{}/api/update-thread-status", self.base))
+            .post(self.update_status_url.clone())
             .json(&json!({ "customerThreadId": thread, "status": status }));
         match http::execute_until(self.request(request, message), deadline, now).await {
             Ok(_) => json!({ "status": status, "updated": true }),
