@@ -137,21 +137,21 @@ fn promtool_check_metrics(text: &str) {
     );
 }
 
-/// Two sandbox channels, `sms` and `push`, with millisecond backoff so retries finish quickly.
+/// Two sandbox channels, `sms` and `push`, with millisecond backoff so retries finish quickly, and a 1 s timeout.
 fn two_channel_config(sandbox: &str, worker: &str) -> Config {
-    Config::parse(&two_channel_toml(sandbox, worker)).unwrap()
+    two_channel_config_with_timeout(sandbox, worker, "1s")
 }
 
-/// The TOML of [`two_channel_config`].
-fn two_channel_toml(sandbox: &str, worker: &str) -> String {
+/// [`two_channel_config`] with the channels' `timeout`.
+fn two_channel_config_with_timeout(sandbox: &str, worker: &str, timeout: &str) -> Config {
     let mut toml = format!("[worker]\n{worker}\n[http]\nlisten = \"127.0.0.1:0\"\n");
     for name in ["push", "sms"] {
         toml.push_str(&format!(
-            "[channels.{name}]\nkind = \"sandbox\"\nbase_url = \"{sandbox}\"\ntimeout = \"1s\"\n\
+            "[channels.{name}]\nkind = \"sandbox\"\nbase_url = \"{sandbox}\"\ntimeout = \"{timeout}\"\n\
              [channels.{name}.backoff]\nbase = \"10ms\"\ncap = \"50ms\"\n"
         ));
     }
-    toml
+    Config::parse(&toml).unwrap()
 }
 
 /// A private PostgreSQL cluster the test may stop and start; None (with a note) when the server binaries are
@@ -205,14 +205,11 @@ async fn metrics_agree_with_the_database(pool: PgPool) {
     .unwrap();
     // This test counts answers: a loopback answer slower than the timeout (on a starved CI machine running the
     // whole suite) would be a timeout in the worker's books and a 429 in the sandbox's. 10 s keeps them one.
-    let config = Config::parse(
-        &two_channel_toml(
-            &sandbox.base_url(),
-            "concurrency = 50\nclaim_batch = 50\npoll_interval = \"20ms\"",
-        )
-        .replace("timeout = \"1s\"", "timeout = \"10s\""),
-    )
-    .unwrap();
+    let config = two_channel_config_with_timeout(
+        &sandbox.base_url(),
+        "concurrency = 50\nclaim_batch = 50\npoll_interval = \"20ms\"",
+        "10s",
+    );
     let store = sync(&pool, &config).await;
     enqueue_n(&pool, "sms", 300).await;
     enqueue_n(&pool, "push", 100).await;
