@@ -23,7 +23,7 @@ fn policy() -> ChannelPolicy {
         "#,
     )
     .unwrap();
-    ChannelPolicy::from_config("sms", &config).unwrap()
+    config.build_policy("sms").unwrap()
 }
 
 fn message(use_case: &str, recipient: Value, now: DateTime<Utc>) -> Message {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::policy::{Backoff, ChannelPolicy, FrequencyCap, QuietHours};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -35,9 +36,8 @@ pub struct WorkerConfig {
     pub claim_batch: usize,
     /// Claim loops per process sharing the slots. Every claim loop of every process walks the head of the same
     /// index, skipping rows another claim in flight has locked, so the fleet's total is what counts: one per
-    /// process lets processes add up (where the database had room, two processes drained 9-31% faster than one;
-    /// with two loops each they were 15-25% slower, while a second loop in a single process changed nothing
-    /// measurable).
+    /// process lets processes add up, while more loops per process contend (measured in the README's
+    /// Performance section and `docs/operations.md`).
     pub claimers: usize,
     /// Most outcomes one completion statement writes.
     pub complete_batch: usize,
@@ -136,6 +136,9 @@ pub struct ChannelConfig {
     /// The adapter's own keys (ids, credential env-var names, sandbox mode, …), checked by the adapter.
     #[serde(flatten)]
     pub settings: toml::Table,
+    /// The delivery policy built from the keys above, once, by [`Config::parse`].
+    #[serde(skip)]
+    pub policy: ChannelPolicy,
 }
 
 fn default_timeout() -> Duration {
@@ -229,6 +232,49 @@ impl ChannelConfig {
     }
 }
 
+impl ChannelConfig {
+    /// Builds the delivery policy of channel `name` from its keys; errors name the key.
+    pub fn build_policy(&self, name: &str) -> Result<ChannelPolicy> {
+        let default_timezone = self
+            .default_timezone
+            .as_deref()
+            .map(|zone| {
+                zone.parse::<chrono_tz::Tz>().map_err(|_| {
+                    Error::Config(format!(
+                        "channels.{name}.default_timezone: {zone:?} is not an IANA time zone name such as \"Europe/Paris\""
+                    ))
+                })
+            })
+            .transpose()?;
+        let quiet_hours = self
+            .quiet_hours
+            .as_ref()
+            .map(|q| {
+                QuietHours::new(
+                    &format!("channels.{name}.quiet_hours"),
+                    &q.start,
+                    &q.end,
+                    &q.days,
+                    &q.applies_to,
+                )
+                .map_err(|e| Error::Config(e.0))
+            })
+            .transpose()?;
+        Ok(ChannelPolicy {
+            backoff: Backoff {
+                base: self.backoff.base,
+                cap: self.backoff.cap,
+            },
+            quiet_hours,
+            default_timezone,
+            frequency_cap: self.frequency_cap.as_ref().map(|f| FrequencyCap {
+                max: f.max,
+                per: f.per,
+            }),
+        })
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config> {
@@ -252,6 +298,9 @@ impl Config {
             })?;
         }
         config.validate()?;
+        for (name, channel) in config.channels.iter_mut() {
+            channel.policy = channel.build_policy(name)?;
+        }
         Ok(config)
     }
 
@@ -320,8 +369,6 @@ impl Config {
                     )));
                 }
             }
-            // Quiet hours, time zones and backoff are checked by building the channel's policy.
-            crate::policy::ChannelPolicy::from_config(name, ch)?;
             if let Some(cap) = &ch.frequency_cap
                 && (cap.max == 0 || cap.per.is_zero())
             {

@@ -6,36 +6,42 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML file, validated once at startup.
-//! - [`store`]: the only owner of the database pool; every runtime SQL statement lives in `src/store/queries/`.
-//! - [`policy`]: pure delivery rules (validity, quiet hours, backoff, the retry table), time as a parameter.
-//! - [`provider`]: the `Provider` trait, the shared HTTP classification and one adapter per provider API.
-//! - [`worker`]: producer (claims up to its free slots), executor (policy → provider → outcome), completer
-//!   (batched, guarded status updates plus events).
-//! - [`maintenance`]: rescuer (expired leases), sweeper (overdue scheduled messages), pruner (old rows).
-//! - [`sandbox`]: the local provider server used by the demo, the tests and the benchmarks.
-//! - [`receipts`]: parsing and signature checks of provider delivery receipts.
-//! - [`message`]: a claimed message; its recipient and content are [`lazy_json`] documents, parsed on first read.
-//! - [`metrics`] and [`http`]: Prometheus metrics and the worker's HTTP listener.
-//! - [`demo`], [`bench`], [`cli`]: what the `tidings` binary runs.
+//! The engine below, the tools above; dependencies point down only (`tests/it/architecture.rs` checks it).
+//!
+//! - Tools — [`app`]: the subcommands of the `tidings` binary ([`app::cli`]), the demo, the benchmark, the
+//!   sandbox provider server and the throw-away local PostgreSQL. They use only the engine's public API and
+//!   assemble workers through [`worker::Worker`], like the tests do.
+//! - Engine, top down:
+//!   - [`worker`]: [`worker::Worker`], the one way to assemble and run a pool: producer (claims up to its free
+//!     slots), executor (carries out the policy's decisions around the provider call), completer (batched,
+//!     guarded status updates plus events), the LISTEN task, maintenance and the inbound HTTP listener.
+//!   - [`server`]: the inbound HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/receipts/{channel}`).
+//!   - [`maintenance`]: rescuer (expired leases), sweeper (overdue scheduled messages), pruner, queue sampler.
+//!   - [`receipts`]: delivery receipts in one room — secrets, signature check, body, the state change.
+//!   - [`provider`]: the `Provider` trait, the outbound HTTP client with its retry table, credentials, and one
+//!     adapter per provider API.
+//!   - [`store`]: the only owner of the database pool; every runtime SQL statement lives in `src/store/queries/`.
+//!   - [`config`]: the TOML file, validated once at startup; builds each channel's policy.
+//!   - [`policy`]: pure delivery rules (validity, quiet hours, time zones, backoff, caps, what a failure means),
+//!     time as a parameter; a leaf.
+//! - Leaf types: [`message`] (a claimed message; its recipient and content are [`lazy_json`] documents),
+//!   [`outcome`] (what a provider answers and what an attempt ends in), [`error`], [`metrics`], [`shutdown`],
+//!   [`mask`].
 #![warn(missing_docs)]
 
-pub mod bench;
-pub mod cli;
+pub mod app;
 pub mod config;
-pub mod demo;
 pub mod error;
-pub mod http;
 pub mod lazy_json;
-pub mod local_pg;
 pub mod maintenance;
+pub mod mask;
 pub mod message;
 pub mod metrics;
 pub mod outcome;
 pub mod policy;
 pub mod provider;
 pub mod receipts;
-pub mod sandbox;
+pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod worker;

@@ -68,7 +68,7 @@ enum Command {
     /// Migrate, start the sandbox, enqueue a realistic mix, drain it and print every transition.
     Demo,
     /// Burn-down benchmark: bulk-enqueue N, drain, verify, report rates and latency.
-    Bench(tidings::bench::BenchArgs),
+    Bench(tidings::app::bench::BenchArgs),
     /// Enqueue messages from a JSON-lines file (one object per line, the keys of tidings.enqueue).
     Enqueue {
         /// The file.
@@ -116,7 +116,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    use tidings::cli;
+    use tidings::app::cli;
     match command {
         Command::Migrate { config } => cli::migrate(&cli::load_config(config.as_deref())?).await?,
         Command::Worker { config } => cli::worker(cli::load_config(Some(&config))?).await?,
@@ -138,7 +138,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("{flag}: must be between 0.0 and 1.0");
                 }
             }
-            let options = tidings::sandbox::SandboxOptions {
+            let options = tidings::app::sandbox_server::SandboxOptions {
                 latency: std::time::Duration::from_millis(latency_ms),
                 fail_429,
                 retry_after_secs: retry_after,
@@ -146,13 +146,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 hang,
                 log_file,
             };
-            let sandbox = tidings::sandbox::Sandbox::start(listen, options).await?;
+            let sandbox = tidings::app::sandbox_server::Sandbox::start(listen, options).await?;
             println!("sandbox provider listening on {}", sandbox.base_url());
             tidings::shutdown::signal().await;
             sandbox.stop().await;
         }
-        Command::Demo => tidings::demo::run().await?,
-        Command::Bench(args) => tidings::bench::run(args).await?,
+        Command::Demo => tidings::app::demo::run().await?,
+        Command::Bench(args) => tidings::app::bench::run(args).await?,
         Command::Enqueue { file, batch } => {
             if batch == 0 || batch > 100_000 {
                 anyhow::bail!("--batch: must be between 1 and 100000");

@@ -1,4 +1,6 @@
-//! What an attempt ends in: the status change the completer writes, with its event.
+//! What a provider call answers ([`Accepted`] or a classified [`SendError`]) and what an attempt ends in (an
+//! [`Outcome`]: the status change the completer writes, with its event). Leaf types shared by the provider
+//! adapters, the policy and the worker.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -81,3 +83,89 @@ impl Outcome {
         }
     }
 }
+
+/// The provider took the message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Accepted {
+    /// The provider's id for the message, stored as `provider_message_id` (receipts match on it).
+    pub provider_message_id: Option<String>,
+    /// Facts worth keeping in the `sent` event (HTTP status, provider status, fallback used, …).
+    pub detail: Value,
+}
+
+/// The provider did not take the message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendError {
+    /// 429: slow down. Retried without spending an attempt, after `retry_after` (if the provider said) and
+    /// the channel is paused for every worker until then.
+    RateLimited {
+        /// When the provider allows the next request, from `Retry-After` (already clamped).
+        retry_after: Option<DateTime<Utc>>,
+        /// HTTP status, headers of interest, body excerpt.
+        detail: Value,
+    },
+    /// 408, 425, 5xx, timeouts, connection errors: retried with backoff, spending an attempt.
+    Transient {
+        /// Stable snake_case reason (`http_503`, `timeout`, `connect`).
+        reason: String,
+        /// HTTP status, body excerpt, error text.
+        detail: Value,
+    },
+    /// Other 4xx, or the provider refused the message itself: ends `sending_failed`.
+    Permanent {
+        /// Stable snake_case reason (`http_400`, `provider_rejected`, `invalid_content`).
+        reason: String,
+        /// HTTP status, the provider's error.
+        detail: Value,
+    },
+    /// Refused for a policy reason found at send time: ends `rejected` (e.g. `window_closed`).
+    Rejected {
+        /// Stable snake_case reason.
+        reason: String,
+        /// Facts behind the refusal.
+        detail: Value,
+    },
+}
+
+impl SendError {
+    /// The reason word recorded in the event.
+    pub fn reason(&self) -> &str {
+        match self {
+            SendError::RateLimited { .. } => "rate_limited",
+            SendError::Transient { reason, .. }
+            | SendError::Permanent { reason, .. }
+            | SendError::Rejected { reason, .. } => reason,
+        }
+    }
+
+    /// The detail recorded in the event.
+    pub fn detail(&self) -> &Value {
+        match self {
+            SendError::RateLimited { detail, .. }
+            | SendError::Transient { detail, .. }
+            | SendError::Permanent { detail, .. }
+            | SendError::Rejected { detail, .. } => detail,
+        }
+    }
+
+    /// The detail, to add facts to.
+    pub fn detail_mut(&mut self) -> &mut Value {
+        match self {
+            SendError::RateLimited { detail, .. }
+            | SendError::Transient { detail, .. }
+            | SendError::Permanent { detail, .. }
+            | SendError::Rejected { detail, .. } => detail,
+        }
+    }
+
+    /// A `Permanent` error with a reason and a human-readable explanation.
+    pub fn permanent(reason: &str, message: impl Into<String>) -> Self {
+        SendError::Permanent {
+            reason: reason.to_owned(),
+            detail: serde_json::json!({ "error": message.into() }),
+        }
+    }
+}
+
+/// What `Provider::send` returns.
+pub type SendResult = Result<Accepted, SendError>;

@@ -1,36 +1,50 @@
-//! Delivery policy: pure, synchronous decisions with time as a parameter.
+//! Delivery policy: pure, synchronous decisions with time as a parameter. A leaf: no I/O, no config parsing, no
+//! provider code; it sees a claimed [`Message`], the channel's [`ChannelPolicy`] and the provider's answer as a
+//! [`SendError`] value, and returns every decision as a value the executor carries out.
 //!
-//! [`decide`] runs before a provider is called; [`after_send_error`] turns a provider failure into the next
-//! [`Outcome`]. Nothing here does I/O; the rules that need shared state (frequency caps, opt-outs, the
-//! channel-wide 429 pause and rate limit) are enforced in SQL by the store, and their reasons are listed in
-//! the README's policy table. One rule per file:
+//! - [`decide`], before a provider is called: send, check the frequency cap first, defer (quiet hours), expire
+//!   or reject (opt-out);
+//! - [`defer`]: a deferral as an outcome, or expiry when it would land at or after `expires_at`;
+//! - [`frequency_capped`] / [`frequency_check_failed`]: the outcomes of the shared cap counter's answer;
+//! - [`after_send_error`], after a failed call: retry (with backoff) or give up, and for a 429 the pause of the
+//!   whole channel, both from one computation.
+//!
+//! The rules that need shared state (the frequency-cap counter, opt-outs, the channel-wide pause and rate limit)
+//! are counted in SQL by the store; the policy says when to consult them and what their answers mean. One rule
+//! per file:
 //!
 //! - [`validity`]: never hand a message to a provider at or after `expires_at`;
 //! - [`quiet_hours`]: hold marketing-type messages during the channel's local-time window;
 //! - [`timezone`]: the recipient's candidate time zones (explicit zone, phone country, channel default);
-//! - [`backoff`]: exponential backoff with full jitter;
-//! - [`retry`]: the HTTP status table and `Retry-After`.
+//! - [`backoff`]: exponential backoff with full jitter.
 
 pub mod backoff;
 pub mod quiet_hours;
-pub mod retry;
 pub mod timezone;
 pub mod validity;
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::json;
 use tidings_client::Status;
 
-use crate::config::ChannelConfig;
-use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::outcome::Outcome;
-use crate::provider::SendError;
+use crate::outcome::{Outcome, SendError};
 pub use backoff::Backoff;
 pub use quiet_hours::QuietHours;
 
-/// A channel's policy, built once from its config.
+/// The use case frequency caps apply to (DESIGN §4: marketing only).
+pub const CAPPED_USE_CASE: &str = "marketing";
+
+/// A setting the policy cannot be built from; the text names the setting and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSetting(pub String);
+
+/// A channel's policy, built once from its config (`ChannelConfig::build_policy`). The default holds nothing
+/// back: no quiet hours, no cap, backoff from 1 s up to 1 h.
 #[derive(Debug, Clone)]
 pub struct ChannelPolicy {
     /// Retry backoff.
@@ -39,36 +53,31 @@ pub struct ChannelPolicy {
     pub quiet_hours: Option<QuietHours>,
     /// `default_timezone`: the zone of recipients with neither a known zone nor a phone country.
     pub default_timezone: Option<Tz>,
+    /// `[channels.NAME.frequency_cap]`, if any.
+    pub frequency_cap: Option<FrequencyCap>,
 }
 
-impl ChannelPolicy {
-    /// Builds the policy of channel `name`; errors name the config key.
-    pub fn from_config(name: &str, config: &ChannelConfig) -> Result<Self> {
-        let default_timezone = config
-            .default_timezone
-            .as_deref()
-            .map(|zone| {
-                zone.parse::<Tz>().map_err(|_| {
-                    Error::Config(format!(
-                        "channels.{name}.default_timezone: {zone:?} is not an IANA time zone name such as \"Europe/Paris\""
-                    ))
-                })
-            })
-            .transpose()?;
-        let quiet_hours = config
-            .quiet_hours
-            .as_ref()
-            .map(|q| QuietHours::from_config(name, q))
-            .transpose()?;
-        Ok(ChannelPolicy {
+impl Default for ChannelPolicy {
+    fn default() -> Self {
+        ChannelPolicy {
             backoff: Backoff {
-                base: config.backoff.base,
-                cap: config.backoff.cap,
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(3600),
             },
-            quiet_hours,
-            default_timezone,
-        })
+            quiet_hours: None,
+            default_timezone: None,
+            frequency_cap: None,
+        }
     }
+}
+
+/// At most `max` capped messages per recipient per `per`, per channel kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrequencyCap {
+    /// Messages allowed in the period.
+    pub max: u32,
+    /// The period.
+    pub per: Duration,
 }
 
 /// What to do with a claimed message before calling its provider.
@@ -76,7 +85,11 @@ impl ChannelPolicy {
 pub enum Decision {
     /// Call the provider now.
     Send,
-    /// Do not send yet and do not spend an attempt: wait until `until`.
+    /// Count the message against the recipient's frequency cap first (a shared counter); send when admitted,
+    /// else [`frequency_capped`].
+    AdmitThenSend(FrequencyCap),
+    /// Do not send yet and do not spend an attempt: wait until `until` (the executor applies [`defer`], which
+    /// expires the message instead when `until` is at or after `expires_at`).
     Defer {
         /// When to try again.
         until: DateTime<Utc>,
@@ -87,9 +100,9 @@ pub enum Decision {
     Finish(Outcome),
 }
 
-/// The decision for `message` at `now`: expired messages finish; messages inside their recipient's quiet
-/// hours wait for the window's end (`quiet_hours`; the caller turns it into an outcome with [`defer`], which
-/// expires the message when the end is at or after `expires_at`); everything else is sent.
+/// The decision for `message` at `now`: expired messages finish; opted-out recipients are rejected; messages
+/// inside their recipient's quiet hours wait for the window's end; capped marketing messages are counted first;
+/// everything else is sent.
 pub fn decide(message: &Message, policy: &ChannelPolicy, now: DateTime<Utc>) -> Decision {
     if validity::is_expired(message.expires_at, now) {
         return Decision::Finish(validity::expired(message.expires_at));
@@ -115,7 +128,40 @@ pub fn decide(message: &Message, policy: &ChannelPolicy, now: DateTime<Utc>) -> 
             };
         }
     }
+    if let Some(cap) = policy.frequency_cap
+        && message.cap_frequency
+        && message.use_case == CAPPED_USE_CASE
+    {
+        return Decision::AdmitThenSend(cap);
+    }
     Decision::Send
+}
+
+/// The outcome of a message the shared counter found over its recipient's cap.
+pub fn frequency_capped(cap: FrequencyCap) -> Outcome {
+    Outcome::finished(
+        Status::Rejected,
+        "frequency_capped",
+        json!({ "max": cap.max, "per_seconds": cap.per.as_secs() }),
+    )
+}
+
+/// The outcome when the cap counter could not be consulted: try again in a second (no attempt spent).
+pub fn frequency_check_failed(message: &Message, now: DateTime<Utc>) -> Outcome {
+    defer(
+        message,
+        now + chrono::Duration::seconds(1),
+        "frequency_check_failed",
+    )
+}
+
+/// After a failed send: the message's outcome, and for a 429 the pause of the whole channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AfterError {
+    /// What the message becomes.
+    pub outcome: Outcome,
+    /// `Some(until)` for a 429: no worker of the pool sends on this channel before `until`.
+    pub pause_channel_until: Option<DateTime<Utc>>,
 }
 
 /// Turns a deferral into an outcome: deferrals that would land at or after `expires_at` expire now instead.
@@ -131,56 +177,65 @@ pub fn defer(message: &Message, until: DateTime<Utc>, reason: &str) -> Outcome {
     }
 }
 
-/// The outcome of a failed send. `unit` is a uniform random number in `[0, 1]` for the jitter.
+/// What follows a failed send. `now` is when the answer arrived (a `Retry-After` counts from there, and so does
+/// the backoff); `unit` is a uniform random number in `[0, 1]` for the jitter.
 pub fn after_send_error(
     message: &Message,
     policy: &ChannelPolicy,
     error: &SendError,
     now: DateTime<Utc>,
     unit: f64,
-) -> Outcome {
+) -> AfterError {
     let attempt = message.attempt();
-    match error {
+    let outcome = match error {
         SendError::RateLimited {
             retry_after,
             detail,
         } => {
-            // A 429 spends no attempt; wait for the later of Retry-After and the backoff.
+            // One computation for both: the channel pauses until Retry-After (or the first backoff step when the
+            // provider gave none); the message waits for the later of that and its own backoff, spending no
+            // attempt.
+            let pause_until = retry_after.unwrap_or(now + policy.backoff.upper(1));
             let backoff = now + policy.backoff.delay(attempt.max(1) as u32, unit);
             let at = retry_after.map_or(backoff, |r| r.max(backoff));
-            if validity::is_expired(message.expires_at, at) {
-                return validity::expired_before(message.expires_at, at, "rate_limited");
-            }
-            Outcome::Retry {
-                at,
-                reason: "rate_limited".into(),
-                spend_attempt: false,
-                detail: detail.clone(),
-            }
+            let outcome = if validity::is_expired(message.expires_at, at) {
+                validity::expired_before(message.expires_at, at, "rate_limited")
+            } else {
+                Outcome::Retry {
+                    at,
+                    reason: "rate_limited".into(),
+                    spend_attempt: false,
+                    detail: detail.clone(),
+                }
+            };
+            return AfterError {
+                outcome,
+                pause_channel_until: Some(pause_until),
+            };
         }
         SendError::Transient { reason, detail } => {
+            let at = now + policy.backoff.delay(attempt as u32, unit);
             if attempt >= message.max_attempts {
-                return Outcome::Finished {
+                Outcome::Finished {
                     status: Status::SendingFailed,
                     reason: "attempts_exhausted".into(),
                     spend_attempt: true,
                     detail: json!({ "last_error": reason, "detail": detail }),
-                };
-            }
-            let at = now + policy.backoff.delay(attempt as u32, unit);
-            if validity::is_expired(message.expires_at, at) {
-                return Outcome::Finished {
+                }
+            } else if validity::is_expired(message.expires_at, at) {
+                Outcome::Finished {
                     status: Status::Expired,
                     reason: "validity_passed".into(),
                     spend_attempt: true,
                     detail: json!({ "expires_at": message.expires_at, "retry_at": at, "last_error": reason, "detail": detail }),
-                };
-            }
-            Outcome::Retry {
-                at,
-                reason: reason.clone(),
-                spend_attempt: true,
-                detail: detail.clone(),
+                }
+            } else {
+                Outcome::Retry {
+                    at,
+                    reason: reason.clone(),
+                    spend_attempt: true,
+                    detail: detail.clone(),
+                }
             }
         }
         SendError::Permanent { reason, detail } => Outcome::Finished {
@@ -195,6 +250,10 @@ pub fn after_send_error(
             spend_attempt: true,
             detail: detail.clone(),
         },
+    };
+    AfterError {
+        outcome,
+        pause_channel_until: None,
     }
 }
 
@@ -213,7 +272,7 @@ mod tests {
     fn policy(extra: &str) -> ChannelPolicy {
         let config: ChannelConfig =
             toml::from_str(&format!("kind = \"sandbox\"\n{extra}")).unwrap();
-        ChannelPolicy::from_config("sms", &config).unwrap()
+        config.build_policy("sms").unwrap()
     }
 
     const QUIET: &str = "default_timezone = \"Europe/Paris\"
@@ -247,9 +306,7 @@ cap = \"1h\"";
         let err = |extra: &str| {
             let config: ChannelConfig =
                 toml::from_str(&format!("kind = \"sandbox\"\n{extra}")).unwrap();
-            ChannelPolicy::from_config("sms", &config)
-                .unwrap_err()
-                .to_string()
+            config.build_policy("sms").unwrap_err().to_string()
         };
         assert!(
             err("default_timezone = \"Europe/Pariss\"").contains("channels.sms.default_timezone")
@@ -579,11 +636,93 @@ cap = \"1h\"";
         ];
         for (name, m, error, unit, expected) in cases {
             assert_eq!(
-                after_send_error(&m, &p, &error, now, unit),
+                after_send_error(&m, &p, &error, now, unit).outcome,
                 expected,
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_429_pauses_the_channel_and_defers_the_message_from_one_computation() {
+        let p = policy(QUIET); // backoff base 10 s
+        let now = utc("2026-01-15T12:00:00Z");
+        let m = message("transactional", json!({}), now);
+        let secs = |s: i64| now + TimeDelta::seconds(s);
+        // Retry-After 30 s: the channel pauses until then, and the message waits at least as long.
+        let decided = after_send_error(&m, &p, &rate_limited(Some(secs(30))), now, 0.5);
+        assert_eq!(decided.pause_channel_until, Some(secs(30)));
+        let Outcome::Retry { at, .. } = decided.outcome else {
+            panic!("{decided:?}");
+        };
+        assert_eq!(at, secs(30));
+        // No Retry-After: the channel pauses for the first backoff step, whatever the jitter drew.
+        for unit in [0.0, 0.3, 1.0] {
+            let decided = after_send_error(&m, &p, &rate_limited(None), now, unit);
+            assert_eq!(decided.pause_channel_until, Some(secs(10)), "unit {unit}");
+        }
+        // An expiring 429 still pauses the channel (the provider asked the whole channel to wait).
+        let short = Message {
+            expires_at: secs(5),
+            ..m.clone()
+        };
+        let decided = after_send_error(&short, &p, &rate_limited(Some(secs(30))), now, 0.5);
+        assert_eq!(decided.outcome.status(), Status::Expired);
+        assert_eq!(decided.pause_channel_until, Some(secs(30)));
+        // Nothing else pauses the channel.
+        for error in [
+            transient(),
+            SendError::permanent("http_400", "bad"),
+            SendError::Rejected {
+                reason: "window_closed".into(),
+                detail: json!({}),
+            },
+        ] {
+            assert_eq!(
+                after_send_error(&m, &p, &error, now, 0.5).pause_channel_until,
+                None,
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_capped_marketing_messages_consult_the_frequency_counter() {
+        let p = policy("[frequency_cap]\nmax = 2\nper = \"1h\"");
+        let cap = p.frequency_cap.unwrap();
+        assert_eq!(cap.max, 2);
+        let now = utc("2026-01-15T12:00:00Z");
+        let capped = |use_case: &str, flag: bool| Message {
+            cap_frequency: flag,
+            ..message(use_case, json!({ "phone": "+33612345678" }), now)
+        };
+        assert_eq!(
+            decide(&capped("marketing", true), &p, now),
+            Decision::AdmitThenSend(cap)
+        );
+        assert_eq!(decide(&capped("marketing", false), &p, now), Decision::Send);
+        assert_eq!(
+            decide(&capped("transactional", true), &p, now),
+            Decision::Send
+        );
+        assert_eq!(
+            decide(&capped("marketing", true), &policy(""), now),
+            Decision::Send
+        );
+        let refused = frequency_capped(cap);
+        assert_eq!(refused.status(), Status::Rejected);
+        assert_eq!(refused.reason(), "frequency_capped");
+        assert!(!refused.spends_attempt());
+        let m = capped("marketing", true);
+        assert_eq!(
+            frequency_check_failed(&m, now),
+            Outcome::Retry {
+                at: now + TimeDelta::seconds(1),
+                reason: "frequency_check_failed".into(),
+                spend_attempt: false,
+                detail: json!({ "until": now + TimeDelta::seconds(1) }),
+            }
+        );
     }
 
     // ---- properties ----
@@ -659,6 +798,7 @@ cap = \"1h\"";
                     prop_assert!(until > now);
                 }
                 Decision::Finish(o) => prop_assert!(false, "finished: {:?}", o),
+                Decision::AdmitThenSend(cap) => prop_assert!(false, "no cap configured: {:?}", cap),
             }
             if ["transactional", "2fa"].contains(&use_case) {
                 prop_assert_eq!(decide(&m, &p, now), Decision::Send);
@@ -709,7 +849,7 @@ cap = \"1h\"";
             prop_assert!(!deferred.spends_attempt());
             prop_assert_eq!(deferred.status() == tidings_client::Status::Expired, until >= m.expires_at);
             let error = rate_limited(retry_after_in.map(|s| now + TimeDelta::seconds(s)));
-            let o = after_send_error(&m, &p, &error, now, unit);
+            let o = after_send_error(&m, &p, &error, now, unit).outcome;
             prop_assert!(!o.spends_attempt());
             if let Outcome::Retry { at, .. } = o {
                 prop_assert!(at < m.expires_at && at >= now);

@@ -37,8 +37,7 @@ use chrono::{
 };
 use chrono_tz::Tz;
 
-use crate::config::QuietHoursConfig;
-use crate::error::{Error, Result};
+use super::InvalidSetting;
 
 /// Use cases never held by quiet hours.
 pub const EXEMPT_USE_CASES: &[&str] = &["transactional", "2fa"];
@@ -80,62 +79,68 @@ const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 const EVERY_DAY: u8 = 0b111_1111;
 
 impl QuietHours {
-    /// Validates `[channels.{channel}.quiet_hours]`; errors name the key.
-    pub fn from_config(channel: &str, config: &QuietHoursConfig) -> Result<Self> {
-        let key = |k: &str| format!("channels.{channel}.quiet_hours.{k}");
+    /// A validated window from its settings: `start` and `end` as `"HH:MM"`, the `days` it starts on, the use
+    /// cases it `applies_to`. Errors name the setting under `table` (e.g. `channels.sms.quiet_hours`).
+    pub fn new(
+        table: &str,
+        start: &str,
+        end: &str,
+        days: &[String],
+        applies_to: &[String],
+    ) -> Result<Self, InvalidSetting> {
+        let key = |k: &str| format!("{table}.{k}");
         let time = |k: &str, value: &str| {
             parse_hh_mm(value).ok_or_else(|| {
-                Error::Config(format!(
+                InvalidSetting(format!(
                     "{}: must be HH:MM (00:00 to 23:59), not {value:?}",
                     key(k)
                 ))
             })
         };
-        let start = time("start", &config.start)?;
-        let end = time("end", &config.end)?;
-        if start == end {
-            return Err(Error::Config(format!(
-                "{}: must differ from start ({}); a window is shorter than a day",
+        let start_at = time("start", start)?;
+        let end_at = time("end", end)?;
+        if start_at == end_at {
+            return Err(InvalidSetting(format!(
+                "{}: must differ from start ({start}); a window is shorter than a day",
                 key("end"),
-                config.start
             )));
         }
-        let mut days = 0;
-        for (i, day) in config.days.iter().enumerate() {
+        let mut day_bits = 0;
+        for (i, day) in days.iter().enumerate() {
             let n = DAY_NAMES
                 .iter()
                 .position(|name| day.trim().eq_ignore_ascii_case(name))
                 .ok_or_else(|| {
-                    Error::Config(format!(
+                    InvalidSetting(format!(
                         "{}[{i}]: {day:?} is not a day (one of {})",
                         key("days"),
                         DAY_NAMES.join(", ")
                     ))
                 })?;
-            days |= 1 << n;
+            day_bits |= 1 << n;
         }
-        let mut applies_to = 0;
-        for use_case in &config.applies_to {
+        let mut use_case_bits = 0;
+        for use_case in applies_to {
             if EXEMPT_USE_CASES.contains(&use_case.as_str()) {
-                return Err(Error::Config(format!(
+                return Err(InvalidSetting(format!(
                     "{}: {use_case} messages are always exempt from quiet hours",
                     key("applies_to")
                 )));
             }
             let n = use_case_bit(use_case).ok_or_else(|| {
-                Error::Config(format!(
+                InvalidSetting(format!(
                     "{}: unknown use case {use_case:?} (one of {})",
                     key("applies_to"),
                     crate::USE_CASES.join(", ")
                 ))
             })?;
-            applies_to |= 1 << n;
+            use_case_bits |= 1 << n;
         }
         Ok(QuietHours {
-            start,
-            end,
-            days: if days == 0 { EVERY_DAY } else { days },
-            applies_to,
+            start: start_at,
+            end: end_at,
+            days: if day_bits == 0 { EVERY_DAY } else { day_bits },
+            applies_to: use_case_bits,
             memo: Memo::default(),
         })
     }
@@ -366,14 +371,12 @@ mod tests {
     use crate::policy::timezone::country_zones;
 
     fn window(start: &str, end: &str, days: &[&str]) -> QuietHours {
-        QuietHours::from_config(
-            "sms",
-            &QuietHoursConfig {
-                start: start.into(),
-                end: end.into(),
-                days: days.iter().map(|d| d.to_string()).collect(),
-                applies_to: vec!["marketing".into(), "promotional".into()],
-            },
+        QuietHours::new(
+            "channels.sms.quiet_hours",
+            start,
+            end,
+            &days.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            &["marketing".into(), "promotional".into()],
         )
         .unwrap()
     }
@@ -404,14 +407,12 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         let err = |start: &str, end: &str, days: &[&str], applies_to: &[&str]| {
-            QuietHours::from_config(
-                "sms",
-                &QuietHoursConfig {
-                    start: start.into(),
-                    end: end.into(),
-                    days: days.iter().map(|d| d.to_string()).collect(),
-                    applies_to: applies_to.iter().map(|d| d.to_string()).collect(),
-                },
+            QuietHours::new(
+                "channels.sms.quiet_hours",
+                start,
+                end,
+                &days.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                &applies_to.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             )
             .unwrap_err()
             .to_string()

@@ -1,5 +1,5 @@
 //! The HTTP side every adapter shares: one pooled client, and the mapping of HTTP answers and transport
-//! failures to [`SendError`] through the single retry table in [`crate::policy::retry`].
+//! failures to [`SendError`] through the single retry table in [`super::retry`].
 
 use std::time::Duration;
 
@@ -8,8 +8,8 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use super::SendError;
+use super::retry::{self, Class};
 use crate::error::{Error, Result};
-use crate::policy::retry::{self, Class};
 
 /// Longest body excerpt kept in an event's detail.
 const BODY_EXCERPT: usize = 512;

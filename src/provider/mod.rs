@@ -2,7 +2,8 @@
 //!
 //! An adapter turns a claimed [`Message`] into the provider's HTTP request(s) and classifies the answer into
 //! [`Accepted`] or a [`SendError`]. It never decides retries itself: the shared classification in [`http`] maps
-//! HTTP answers to errors, and the policy ([`crate::policy::after_send_error`]) turns errors into outcomes.
+//! HTTP answers to errors (its retry table is the one place an HTTP status gets its meaning), and the policy
+//! ([`crate::policy::after_send_error`]) turns errors into outcomes.
 //! Adapters never log or return a credential.
 
 pub mod bird_sms;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod insider_push;
 pub mod instant_app;
 pub mod instaply_whatsapp;
+pub mod retry;
 pub mod sandbox;
 pub mod webhook;
 
@@ -19,97 +21,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde_json::Value;
 
 use crate::config::{ChannelConfig, Config};
 use crate::error::{Error, Result};
 use crate::message::Message;
-
-/// The provider took the message.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Accepted {
-    /// The provider's id for the message, stored as `provider_message_id` (receipts match on it).
-    pub provider_message_id: Option<String>,
-    /// Facts worth keeping in the `sent` event (HTTP status, provider status, fallback used, …).
-    pub detail: Value,
-}
-
-/// The provider did not take the message.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SendError {
-    /// 429: slow down. Retried without spending an attempt, after `retry_after` (if the provider said) and
-    /// the channel is paused for every worker until then.
-    RateLimited {
-        /// When the provider allows the next request, from `Retry-After` (already clamped).
-        retry_after: Option<DateTime<Utc>>,
-        /// HTTP status, headers of interest, body excerpt.
-        detail: Value,
-    },
-    /// 408, 425, 5xx, timeouts, connection errors: retried with backoff, spending an attempt.
-    Transient {
-        /// Stable snake_case reason (`http_503`, `timeout`, `connect`).
-        reason: String,
-        /// HTTP status, body excerpt, error text.
-        detail: Value,
-    },
-    /// Other 4xx, or the provider refused the message itself: ends `sending_failed`.
-    Permanent {
-        /// Stable snake_case reason (`http_400`, `provider_rejected`, `invalid_content`).
-        reason: String,
-        /// HTTP status, the provider's error.
-        detail: Value,
-    },
-    /// Refused for a policy reason found at send time: ends `rejected` (e.g. `window_closed`).
-    Rejected {
-        /// Stable snake_case reason.
-        reason: String,
-        /// Facts behind the refusal.
-        detail: Value,
-    },
-}
-
-impl SendError {
-    /// The reason word recorded in the event.
-    pub fn reason(&self) -> &str {
-        match self {
-            SendError::RateLimited { .. } => "rate_limited",
-            SendError::Transient { reason, .. }
-            | SendError::Permanent { reason, .. }
-            | SendError::Rejected { reason, .. } => reason,
-        }
-    }
-
-    /// The detail recorded in the event.
-    pub fn detail(&self) -> &Value {
-        match self {
-            SendError::RateLimited { detail, .. }
-            | SendError::Transient { detail, .. }
-            | SendError::Permanent { detail, .. }
-            | SendError::Rejected { detail, .. } => detail,
-        }
-    }
-
-    /// The detail, to add facts to.
-    pub fn detail_mut(&mut self) -> &mut Value {
-        match self {
-            SendError::RateLimited { detail, .. }
-            | SendError::Transient { detail, .. }
-            | SendError::Permanent { detail, .. }
-            | SendError::Rejected { detail, .. } => detail,
-        }
-    }
-
-    /// A `Permanent` error with a reason and a human-readable explanation.
-    pub fn permanent(reason: &str, message: impl Into<String>) -> Self {
-        SendError::Permanent {
-            reason: reason.to_owned(),
-            detail: serde_json::json!({ "error": message.into() }),
-        }
-    }
-}
-
-/// What [`Provider::send`] returns.
-pub type SendResult = Result<Accepted, SendError>;
+pub use crate::outcome::{Accepted, SendError, SendResult};
 
 /// One provider API. Implementations are cheap to share (`Arc`) and safe to call concurrently.
 pub trait Provider: Send + Sync {
@@ -124,23 +40,20 @@ pub trait Provider: Send + Sync {
 /// The adapters of every configured channel, by channel name.
 pub type Providers = BTreeMap<String, Arc<dyn Provider>>;
 
-/// Builds the adapter of every channel in the config. Fails on an unknown kind or a bad adapter setting.
+/// Builds the adapter of every channel in the config, reading credentials from the process environment. Fails
+/// on an unknown kind or a bad adapter setting.
 pub fn build_all(config: &Config) -> Result<Providers> {
+    build_all_with(config, &|var| std::env::var(var).ok())
+}
+
+/// Like [`build_all`], reading credentials through `env`.
+pub fn build_all_with(config: &Config, env: credentials::Env) -> Result<Providers> {
     let client = http::client()?;
     config
         .channels
         .iter()
-        .map(|(name, ch)| Ok((name.clone(), build(name, ch, &client)?)))
+        .map(|(name, ch)| Ok((name.clone(), build_with(name, ch, &client, env)?)))
         .collect()
-}
-
-/// Builds one channel's adapter, reading credentials from the process environment.
-pub fn build(
-    name: &str,
-    channel: &ChannelConfig,
-    client: &reqwest::Client,
-) -> Result<Arc<dyn Provider>> {
-    build_with(name, channel, client, &|var| std::env::var(var).ok())
 }
 
 /// Builds one channel's adapter, reading credentials through `env` (tests pass a map instead of mutating the

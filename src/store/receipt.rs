@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 use sqlx::Row;
+use tidings_client::Status;
 use uuid::Uuid;
 
 use super::Store;
@@ -16,8 +17,8 @@ pub struct ReceiptParams<'a> {
     pub message_id: Option<Uuid>,
     /// The provider's message id, when the receipt carries one.
     pub provider_message_id: Option<&'a str>,
-    /// `delivered` or `delivery_failed`.
-    pub status: &'a str,
+    /// `Delivered` or `DeliveryFailed`.
+    pub status: Status,
     /// The event's reason (`receipt_delivered`, `receipt_delivery_failed`).
     pub reason: &'a str,
     /// The event's detail (the provider's reason and timestamp).
@@ -32,7 +33,7 @@ pub struct ReceiptApplied {
     /// The matched message.
     pub id: Uuid,
     /// Its status after the call.
-    pub status: String,
+    pub status: Status,
     /// True when this call moved it from `sent` (and wrote the event).
     pub changed: bool,
 }
@@ -47,7 +48,7 @@ impl Store {
             .bind(params.channel)
             .bind(params.message_id)
             .bind(params.provider_message_id)
-            .bind(params.status)
+            .bind(params.status.as_str())
             .bind(params.reason)
             .bind(&params.detail)
             .bind(params.last_error)
@@ -56,10 +57,16 @@ impl Store {
         row.map(|r| {
             Ok(ReceiptApplied {
                 id: r.try_get(0)?,
-                status: r.try_get(1)?,
+                status: status_of(r.try_get(1)?)?,
                 changed: r.try_get(2)?,
             })
         })
         .transpose()
     }
+}
+
+/// A status read back as text (the query returns `status::text`).
+fn status_of(text: String) -> Result<Status> {
+    Status::parse(&text)
+        .ok_or_else(|| crate::Error::Other(format!("unknown status {text:?} in tidings.messages")))
 }

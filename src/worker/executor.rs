@@ -1,10 +1,13 @@
-//! The executor: runs one claimed message — policy, then provider, then an [`Outcome`] for the completer.
+//! The executor: runs one claimed message to an [`Outcome`] for the completer. It carries out what the policy
+//! decides: [`policy::decide`] before the call (send, count against the cap first, defer, finish), the provider
+//! call itself (guarded against panics and overruns), and [`policy::after_send_error`] after a failed call
+//! (retry or give up, and for a 429 the pool-wide channel pause).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use serde_json::json;
 use tidings_client::Status;
@@ -12,43 +15,41 @@ use tracing::Instrument;
 
 use crate::message::Message;
 use crate::metrics::Metrics;
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, SendError, SendResult};
 use crate::policy::{self, ChannelPolicy, Decision};
-use crate::provider::{Provider, SendError};
+use crate::provider::Provider;
 use crate::shutdown::Shutdown;
 use crate::store::{Completion, Store};
 
 /// Everything an executor needs for one channel.
-pub struct ChannelRuntime {
+pub(crate) struct ChannelRuntime {
     /// The channel's adapter.
-    pub provider: Arc<dyn Provider>,
+    pub(crate) provider: Arc<dyn Provider>,
     /// The channel's policy.
-    pub policy: ChannelPolicy,
+    pub(crate) policy: ChannelPolicy,
     /// Per-request timeout (a second guard around the adapter's own).
-    pub timeout: std::time::Duration,
+    pub(crate) timeout: std::time::Duration,
     /// The channel kind (frequency caps and opt-outs count per kind).
-    pub kind: String,
-    /// `[channels.NAME.frequency_cap]`: at most `max` per `per`.
-    pub frequency_cap: Option<(u32, std::time::Duration)>,
+    pub(crate) kind: String,
     /// `tidings_send_duration_seconds{channel, outcome="sent"}`, resolved once (the common case).
-    pub sent_duration: prometheus::Histogram,
+    pub(crate) sent_duration: prometheus::Histogram,
 }
 
 /// Shared by all executor tasks of a worker.
-pub struct Executor {
+pub(crate) struct Executor {
     /// Channel runtimes by name.
-    pub channels: std::collections::BTreeMap<String, ChannelRuntime>,
-    /// For pausing a channel after a 429.
-    pub store: Store,
+    pub(crate) channels: std::collections::BTreeMap<String, ChannelRuntime>,
+    /// For the frequency-cap counter and the channel pause after a 429.
+    pub(crate) store: Store,
     /// Metrics.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// Shutdown stages.
-    pub shutdown: Shutdown,
+    pub(crate) shutdown: Shutdown,
 }
 
 impl Executor {
     /// Runs one message to an outcome. Never panics outward: an adapter panic becomes `sending_failed`.
-    pub async fn run(&self, message: Message) -> Completion {
+    pub(crate) async fn run(&self, message: Message) -> Completion {
         let started_at = Utc::now();
         let span = tracing::info_span!("attempt", message_id = %message.id, channel = %message.channel,
             attempt = message.attempt());
@@ -72,7 +73,8 @@ impl Executor {
         }
     }
 
-    async fn attempt(&self, message: &Message, now: chrono::DateTime<Utc>) -> Outcome {
+    /// Policy, then the provider, then the policy again on a failure.
+    async fn attempt(&self, message: &Message, now: DateTime<Utc>) -> Outcome {
         let Some(channel) = self.channels.get(&message.channel) else {
             // Claims only name configured channels, so this is a bug; keep the message, say so.
             tracing::error!(channel = %message.channel, "claimed a message of an unconfigured channel");
@@ -80,66 +82,34 @@ impl Executor {
         };
         match policy::decide(message, &channel.policy, now) {
             Decision::Send => {}
+            Decision::AdmitThenSend(cap) => {
+                match self
+                    .store
+                    .frequency_admit(
+                        &channel.kind,
+                        &message.recipient,
+                        message.id,
+                        cap.max,
+                        cap.per,
+                    )
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return policy::frequency_capped(cap),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "frequency cap check failed; retrying shortly");
+                        return policy::frequency_check_failed(message, now);
+                    }
+                }
+            }
             Decision::Defer { until, reason } => return policy::defer(message, until, reason),
             Decision::Finish(outcome) => return outcome,
         }
-        if let Some((max, per)) = channel.frequency_cap
-            && message.cap_frequency
-            && message.use_case == "marketing"
-        {
-            match self
-                .store
-                .frequency_admit(&channel.kind, &message.recipient, message.id, max, per)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Outcome::finished(
-                        Status::Rejected,
-                        "frequency_capped",
-                        json!({ "max": max, "per_seconds": per.as_secs() }),
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "frequency cap check failed; retrying shortly");
-                    return policy::defer(
-                        message,
-                        now + chrono::Duration::seconds(1),
-                        "frequency_check_failed",
-                    );
-                }
-            }
-        }
         let clock = Instant::now();
-        // `send` is called inside the guarded future: an adapter that panics before returning its future
-        // (while building the request) is caught too, instead of killing the task and stranding the message in
-        // `processing` until its lease expires (and then again on every retry).
-        let call =
-            AssertUnwindSafe(async { channel.provider.send(message, now).await }).catch_unwind();
-        let result =
-            match tokio::time::timeout(channel.timeout + std::time::Duration::from_secs(1), call)
-                .await
-            {
-                Ok(Ok(result)) => result,
-                Ok(Err(panic)) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    tracing::error!(panic = %what, "provider adapter panicked");
-                    return Outcome::Finished {
-                        status: Status::SendingFailed,
-                        reason: "adapter_panicked".into(),
-                        spend_attempt: true,
-                        detail: json!({ "panic": what }),
-                    };
-                }
-                Err(_) => Err(SendError::Transient {
-                    reason: "timeout".into(),
-                    detail: json!({ "error": "no answer within the channel timeout" }),
-                }),
-            };
+        let result = match self.call(channel, message, now).await {
+            Ok(result) => result,
+            Err(panicked) => return panicked,
+        };
         let elapsed = clock.elapsed().as_secs_f64();
         let outcome = match result {
             Ok(accepted) => Outcome::Sent {
@@ -147,21 +117,80 @@ impl Executor {
                 detail: accepted.detail,
             },
             Err(error) => {
-                if let SendError::RateLimited { .. } = &error {
-                    self.pause_channel(message, &channel.policy, &error, now)
-                        .await;
+                // Retry-After and the backoff count from the answer, not from the start of the attempt.
+                let decided = policy::after_send_error(
+                    message,
+                    &channel.policy,
+                    &error,
+                    Utc::now(),
+                    rand::random(),
+                );
+                if let Some(until) = decided.pause_channel_until
+                    && let Err(e) = self
+                        .store
+                        .channel_pause(&message.channel, until, error.reason())
+                        .await
+                {
+                    tracing::warn!(error = %e, "could not record the channel pause");
                 }
-                let outcome =
-                    policy::after_send_error(message, &channel.policy, &error, now, rand::random());
                 tracing::info!(
                     reason = error.reason(),
-                    next = outcome.status().as_str(),
+                    next = decided.outcome.status().as_str(),
                     "send failed"
                 );
-                outcome
+                decided.outcome
             }
         };
-        let code = match &outcome {
+        self.observe(channel, message, &outcome, elapsed);
+        outcome
+    }
+
+    /// Calls the adapter within the channel's timeout (plus a second's grace). `Err` is the outcome of an adapter
+    /// that panicked; a timeout is a transient error like any other.
+    async fn call(
+        &self,
+        channel: &ChannelRuntime,
+        message: &Message,
+        now: DateTime<Utc>,
+    ) -> Result<SendResult, Outcome> {
+        // `send` is called inside the guarded future: an adapter that panics before returning its future
+        // (while building the request) is caught too, instead of killing the task and stranding the message in
+        // `processing` until its lease expires (and then again on every retry).
+        let call =
+            AssertUnwindSafe(async { channel.provider.send(message, now).await }).catch_unwind();
+        match tokio::time::timeout(channel.timeout + std::time::Duration::from_secs(1), call).await
+        {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "provider adapter panicked");
+                Err(Outcome::Finished {
+                    status: Status::SendingFailed,
+                    reason: "adapter_panicked".into(),
+                    spend_attempt: true,
+                    detail: json!({ "panic": what }),
+                })
+            }
+            Err(_) => Ok(Err(SendError::Transient {
+                reason: "timeout".into(),
+                detail: json!({ "error": "no answer within the channel timeout" }),
+            })),
+        }
+    }
+
+    /// `tidings_provider_requests_total{channel, code}` and `tidings_send_duration_seconds{channel, outcome}`.
+    fn observe(
+        &self,
+        channel: &ChannelRuntime,
+        message: &Message,
+        outcome: &Outcome,
+        elapsed: f64,
+    ) {
+        let code = match outcome {
             Outcome::Sent { detail, .. } => detail.get("http_status").map(|s| s.to_string()),
             Outcome::Retry { detail, reason, .. } | Outcome::Finished { detail, reason, .. } => {
                 detail
@@ -184,32 +213,6 @@ impl Executor {
                 .send_duration
                 .with_label_values(&[&message.channel, other.as_str()])
                 .observe(elapsed),
-        }
-        outcome
-    }
-
-    /// A 429 pauses the whole channel, for every worker on every host, until the deferral target.
-    async fn pause_channel(
-        &self,
-        message: &Message,
-        policy: &ChannelPolicy,
-        error: &SendError,
-        now: chrono::DateTime<Utc>,
-    ) {
-        // The pause lasts until Retry-After (or the first backoff step when the provider gave none).
-        let until = match error {
-            SendError::RateLimited {
-                retry_after: Some(at),
-                ..
-            } => *at,
-            _ => now + policy.backoff.upper(1),
-        };
-        if let Err(e) = self
-            .store
-            .channel_pause(&message.channel, until, "rate_limited")
-            .await
-        {
-            tracing::warn!(error = %e, "could not record the channel pause");
         }
     }
 }

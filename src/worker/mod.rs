@@ -1,14 +1,16 @@
-//! A worker process: producer, executors and completer, plus the LISTEN task and the maintenance services,
-//! started together and shut down in order.
+//! A worker process: producer, executors and completer, plus the LISTEN task, the maintenance services and
+//! (optionally) the inbound HTTP listener, assembled in one place ([`Worker`]), started together and shut down
+//! in order.
 //!
 //! Shutdown (SIGTERM/SIGINT): stop claiming; let in-flight sends finish for up to `grace`; then release what
 //! is left (`accepted`, reason `released`); flush the completer; return.
 
-pub mod completer;
-pub mod executor;
-pub mod producer;
+mod completer;
+mod executor;
+mod producer;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +21,8 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::maintenance::Maintenance;
 use crate::metrics::Metrics;
-use crate::policy::ChannelPolicy;
 use crate::provider::Providers;
+use crate::receipts::Receipts;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use completer::Completer;
@@ -30,8 +32,156 @@ use producer::Producer;
 /// The NOTIFY channel `tidings.enqueue_many` signals when it adds due messages.
 pub const NOTIFY_CHANNEL: &str = "tidings";
 
-/// One worker process's pool.
+/// How adapters and receipt listeners read credentials: the process environment, or a map (tests, demo).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// One worker process's pool: the one way to assemble and run a worker. The CLI, the demo, the benchmark and
+/// the tests all start workers through it.
+///
+/// ```no_run
+/// # async fn run(config: tidings::config::Config, store: tidings::store::Store) -> tidings::Result<()> {
+/// use tidings::worker::Worker;
+/// let running = Worker::new(config, store).serve_http().start().await?;
+/// running.wait().await
+/// # }
+/// ```
 pub struct Worker {
+    config: Config,
+    store: Store,
+    providers: Option<Providers>,
+    env: EnvLookup,
+    metrics: Metrics,
+    shutdown: Shutdown,
+    http: Option<SocketAddr>,
+}
+
+/// A started worker: its HTTP address (when it serves one) and the task running it.
+pub struct RunningWorker {
+    /// Where `/metrics`, `/healthz`, `/readyz` and `/receipts/{channel}` answer, when served.
+    pub http_addr: Option<SocketAddr>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl RunningWorker {
+    /// Waits until the worker has stopped (after `shutdown.stop`) and drained.
+    pub async fn wait(self) -> Result<()> {
+        self.task
+            .await
+            .map_err(|e| crate::Error::Other(format!("worker task: {e}")))?
+    }
+}
+
+impl Worker {
+    /// A worker for the channels of `config` over `store`. By default its adapters read credentials from the
+    /// process environment, it has its own metrics registry and shutdown pair, and it serves no HTTP.
+    pub fn new(config: Config, store: Store) -> Self {
+        Worker {
+            config,
+            store,
+            providers: None,
+            env: Arc::new(|var| std::env::var(var).ok()),
+            metrics: Metrics::new(),
+            shutdown: Shutdown::new(),
+            http: None,
+        }
+    }
+
+    /// Reads credentials (adapters' and receipt secrets) through `env` instead of the process environment.
+    pub fn env(mut self, env: EnvLookup) -> Self {
+        self.env = env;
+        self
+    }
+
+    /// Uses these adapters (one per configured channel) instead of building them from the config.
+    pub fn providers(mut self, providers: Providers) -> Self {
+        self.providers = Some(providers);
+        self
+    }
+
+    /// Feeds this metrics registry.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Stops on this shutdown pair.
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Also serves `/metrics`, `/healthz`, `/readyz` and `/receipts/{channel}` on the config's `[http] listen`.
+    pub fn serve_http(self) -> Self {
+        let listen = self.config.http.listen;
+        self.serve_http_on(listen)
+    }
+
+    /// Like [`Worker::serve_http`], on `listen` (`127.0.0.1:0` picks a free port).
+    pub fn serve_http_on(mut self, listen: SocketAddr) -> Self {
+        self.http = Some(listen);
+        self
+    }
+
+    /// Builds what is missing (adapters, receipt secrets), binds the HTTP listener, and starts the pool. Errors
+    /// here (a bad channel setting, a missing credential, a taken port) come before anything is claimed.
+    pub async fn start(self) -> Result<RunningWorker> {
+        let Worker {
+            config,
+            store,
+            providers,
+            env,
+            metrics,
+            shutdown,
+            http,
+        } = self;
+        let lookup = |var: &str| env(var);
+        let providers = match providers {
+            Some(p) => p,
+            None => crate::provider::build_all_with(&config, &lookup)?,
+        };
+        let (http_addr, server) = match http {
+            Some(listen) => {
+                let receipts = Receipts::from_config(&config, &lookup)?;
+                let channels = receipts.channels().join(", ");
+                let (addr, task) = crate::server::serve(
+                    listen,
+                    store.clone(),
+                    metrics.clone(),
+                    receipts,
+                    shutdown.abort.clone(),
+                )
+                .await?;
+                tracing::info!(%addr, receipt_channels = %channels, "serving /metrics, /healthz, /readyz, /receipts/{{channel}}");
+                (Some(addr), Some(task))
+            }
+            None => (None, None),
+        };
+        let pool = Pool {
+            config,
+            store,
+            providers,
+            metrics,
+            shutdown: shutdown.clone(),
+        };
+        let task = tokio::spawn(async move {
+            let result = pool.run().await;
+            shutdown.abort.cancel();
+            if let Some(server) = server {
+                let _ = server.await;
+            }
+            result
+        });
+        Ok(RunningWorker { http_addr, task })
+    }
+
+    /// Starts the worker and waits until it has stopped.
+    pub async fn run(self) -> Result<()> {
+        self.start().await?.wait().await
+    }
+}
+
+/// The assembled pool, run by [`Worker::start`].
+struct Pool {
     config: Config,
     store: Store,
     providers: Providers,
@@ -39,27 +189,10 @@ pub struct Worker {
     shutdown: Shutdown,
 }
 
-impl Worker {
-    /// A worker over `store` with the adapters of `providers` (one per configured channel).
-    pub fn new(
-        config: Config,
-        store: Store,
-        providers: Providers,
-        metrics: Metrics,
-        shutdown: Shutdown,
-    ) -> Self {
-        Worker {
-            config,
-            store,
-            providers,
-            metrics,
-            shutdown,
-        }
-    }
-
+impl Pool {
     /// Runs until `shutdown.stop` fires, then drains as described in the module docs.
-    pub async fn run(self) -> Result<()> {
-        let Worker {
+    async fn run(self) -> Result<()> {
+        let Pool {
             config,
             store,
             providers,
@@ -76,10 +209,9 @@ impl Worker {
                 name.clone(),
                 ChannelRuntime {
                     provider,
-                    policy: ChannelPolicy::from_config(name, ch)?,
+                    policy: ch.policy.clone(),
                     timeout: ch.timeout,
                     kind: ch.kind.clone(),
-                    frequency_cap: ch.frequency_cap.as_ref().map(|f| (f.max, f.per)),
                     sent_duration: metrics.send_duration.with_label_values(&[name, "sent"]),
                 },
             );

@@ -71,14 +71,11 @@ async fn run_worker(pool: &PgPool, config: &Config) {
     let store = Store::connect(&url_of(pool).await, 4).await.unwrap();
     let shutdown = Shutdown::new();
     let worker = tokio::spawn(
-        Worker::new(
-            config.clone(),
-            store,
-            providers,
-            Metrics::new(),
-            shutdown.clone(),
-        )
-        .run(),
+        Worker::new(config.clone(), store)
+            .providers(providers)
+            .metrics(Metrics::new())
+            .shutdown(shutdown.clone())
+            .run(),
     );
     wait_until(Duration::from_secs(30), "every message final", || async {
         live(pool).await == 0

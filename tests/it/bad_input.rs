@@ -466,8 +466,13 @@ async fn a_good_message_after_bad_ones_is_sent(pool: PgPool) {
     let store = sync(&pool, &config).await;
     let shutdown = Shutdown::new();
     let providers = tidings::provider::build_all(&config).unwrap();
-    let worker =
-        tokio::spawn(Worker::new(config, store, providers, Metrics::new(), shutdown.clone()).run());
+    let worker = tokio::spawn(
+        Worker::new(config, store)
+            .providers(providers)
+            .metrics(Metrics::new())
+            .shutdown(shutdown.clone())
+            .run(),
+    );
     for (what, msg, _) in corpus().into_iter().take(20) {
         assert!(enqueue_sql(&pool, json!([msg])).await.is_err(), "{what}");
     }

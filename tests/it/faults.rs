@@ -13,10 +13,10 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use tidings::app::sandbox_server::{Sandbox, SandboxOptions};
 use tidings::message::Message;
 use tidings::metrics::Metrics;
 use tidings::provider::{Accepted, Provider, Providers, SendError, SendResult};
-use tidings::sandbox::{Sandbox, SandboxOptions};
 use tidings::shutdown::Shutdown;
 use tidings::worker::Worker;
 use tidings_client::{NewMessage, Status};
@@ -301,8 +301,13 @@ end = "{end:02}:00"
         .unwrap();
     let shutdown = Shutdown::new();
     let providers = tidings::provider::build_all(&config).unwrap();
-    let worker =
-        tokio::spawn(Worker::new(config, store, providers, Metrics::new(), shutdown.clone()).run());
+    let worker = tokio::spawn(
+        Worker::new(config, store)
+            .providers(providers)
+            .metrics(Metrics::new())
+            .shutdown(shutdown.clone())
+            .run(),
+    );
     wait_until(
         Duration::from_secs(60),
         "transactional ones sent",
@@ -343,14 +348,11 @@ async fn a_hanging_provider_ends_in_a_timeout_retry(pool: PgPool) {
     let shutdown = Shutdown::new();
     let providers = tidings::provider::build_all(&config).unwrap();
     let worker = tokio::spawn(
-        Worker::new(
-            config.clone(),
-            store,
-            providers,
-            Metrics::new(),
-            shutdown.clone(),
-        )
-        .run(),
+        Worker::new(config.clone(), store)
+            .providers(providers)
+            .metrics(Metrics::new())
+            .shutdown(shutdown.clone())
+            .run(),
     );
     wait_until(
         Duration::from_secs(20),
@@ -470,8 +472,13 @@ async fn poison_messages_fail_alone_and_the_worker_keeps_running(pool: PgPool) {
     let mut providers = Providers::new();
     providers.insert("sms".into(), Arc::new(Poison) as Arc<dyn Provider>);
     let shutdown = Shutdown::new();
-    let worker =
-        tokio::spawn(Worker::new(config, store, providers, Metrics::new(), shutdown.clone()).run());
+    let worker = tokio::spawn(
+        Worker::new(config, store)
+            .providers(providers)
+            .metrics(Metrics::new())
+            .shutdown(shutdown.clone())
+            .run(),
+    );
     wait_until(Duration::from_secs(30), "every message final", || async {
         live(&pool).await == 0
     })

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use tidings::app::local_pg::LocalPostgres;
+use tidings::app::sandbox_server::{Sandbox, SandboxOptions};
 use tidings::config::Config;
-use tidings::local_pg::LocalPostgres;
 use tidings::maintenance::Maintenance;
 use tidings::metrics::Metrics;
 use tidings::outcome::Outcome;
-use tidings::sandbox::{Sandbox, SandboxOptions};
 use tidings::shutdown::Shutdown;
 use tidings::store::{ClaimParams, Completion, Store};
 use tidings::worker::Worker;
@@ -216,11 +216,11 @@ async fn metrics_agree_with_the_database(pool: PgPool) {
 
     let metrics = Metrics::new();
     let shutdown = Shutdown::new();
-    let (addr, http) = tidings::http::serve(
+    let (addr, http) = tidings::server::serve(
         "127.0.0.1:0".parse().unwrap(),
         store.clone(),
         metrics.clone(),
-        tidings::http::ReceiptSecrets::default(),
+        tidings::receipts::Receipts::default(),
         shutdown.abort.clone(),
     )
     .await
@@ -228,14 +228,11 @@ async fn metrics_agree_with_the_database(pool: PgPool) {
     let worker_store = Store::connect(&url_of(&pool).await, 6).await.unwrap();
     let providers = tidings::provider::build_all(&config).unwrap();
     let worker = tokio::spawn(
-        Worker::new(
-            config.clone(),
-            worker_store,
-            providers,
-            metrics.clone(),
-            shutdown.clone(),
-        )
-        .run(),
+        Worker::new(config.clone(), worker_store)
+            .providers(providers)
+            .metrics(metrics.clone())
+            .shutdown(shutdown.clone())
+            .run(),
     );
     wait_until(Duration::from_secs(120), "every message final", || async {
         live(&pool).await == 0
@@ -496,11 +493,11 @@ async fn readyz_follows_the_database() {
     };
     let store = Store::connect(&pg.url(), 3).await.unwrap();
     let stop = CancellationToken::new();
-    let (addr, http) = tidings::http::serve(
+    let (addr, http) = tidings::server::serve(
         "127.0.0.1:0".parse().unwrap(),
         store.clone(),
         Metrics::new(),
-        tidings::http::ReceiptSecrets::default(),
+        tidings::receipts::Receipts::default(),
         stop.clone(),
     )
     .await
@@ -587,25 +584,22 @@ async fn a_worker_rides_out_a_database_restart_mid_drain() {
     let store = Store::connect(&url, 6).await.unwrap();
     let metrics = Metrics::new();
     let shutdown = Shutdown::new();
-    let (addr, http) = tidings::http::serve(
+    let (addr, http) = tidings::server::serve(
         "127.0.0.1:0".parse().unwrap(),
         store.clone(),
         metrics.clone(),
-        tidings::http::ReceiptSecrets::default(),
+        tidings::receipts::Receipts::default(),
         shutdown.abort.clone(),
     )
     .await
     .unwrap();
     let providers = tidings::provider::build_all(&config).unwrap();
     let worker = tokio::spawn(
-        Worker::new(
-            config.clone(),
-            store,
-            providers,
-            metrics.clone(),
-            shutdown.clone(),
-        )
-        .run(),
+        Worker::new(config.clone(), store)
+            .providers(providers)
+            .metrics(metrics.clone())
+            .shutdown(shutdown.clone())
+            .run(),
     );
 
     wait_until(Duration::from_secs(60), "some messages sent", || async {
@@ -1013,7 +1007,7 @@ async fn stats_and_status_print_tables_and_json(pool: PgPool) {
         "recipient masked, in the events' details too:\n{table}"
     );
     assert!(
-        table.contains(&tidings::demo::mask_phone(&phone)),
+        table.contains(&tidings::mask::mask_phone(&phone)),
         "{table}"
     );
 

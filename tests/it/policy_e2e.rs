@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use tidings::app::sandbox_server::{Sandbox, SandboxOptions, SandboxRequest};
 use tidings::config::Config;
-use tidings::sandbox::{Sandbox, SandboxOptions, SandboxRequest};
 use tidings_client::{NewMessage, Status, UseCase};
 
 use crate::support::{count, enqueue_n, live, start_pools, sync, wait_until};

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use tidings::app::sandbox_server::{Sandbox, SandboxOptions};
 use tidings::config::{ChannelConfig, Config};
 use tidings::message::Message;
 use tidings::provider::{self, Provider, SendError};
 use tidings::receipts::{self, Receipt, ReceiptBody, ReceiptError, ReceiptStatus};
-use tidings::sandbox::{Sandbox, SandboxOptions};
 use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -1055,7 +1055,7 @@ fn a_missing_credential_is_a_config_error_naming_it() {
                 toml::Value::String("TIDINGS_TEST_SURELY_UNSET_VAR".into()),
             );
         }
-        let err = provider::build("c", &unset, &client)
+        let err = provider::build_with("c", &unset, &client, &|var| std::env::var(var).ok())
             .err()
             .unwrap()
             .to_string();

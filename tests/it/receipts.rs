@@ -7,9 +7,9 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tidings::config::Config;
-use tidings::http::ReceiptSecrets;
 use tidings::metrics::Metrics;
 use tidings::receipts;
+use tidings::receipts::Receipts;
 use tidings_client::NewMessage;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -62,8 +62,8 @@ impl Listener {
         let store = sync(pool, &config).await;
         let metrics = Metrics::new();
         let stop = CancellationToken::new();
-        let secrets = ReceiptSecrets::from_config(&config, &env).unwrap();
-        let (addr, _task) = tidings::http::serve(
+        let secrets = Receipts::from_config(&config, &env).unwrap();
+        let (addr, _task) = tidings::server::serve(
             "127.0.0.1:0".parse().unwrap(),
             store,
             metrics.clone(),
@@ -503,7 +503,7 @@ async fn oversize_body_is_413(pool: PgPool) {
     let listener = Listener::start(&pool).await;
     let id = sent_message(&pool, "sms", "bird-10").await;
     let mut receipt = bird(Some("bird-10"), Some(id), "delivered");
-    receipt["padding"] = json!("x".repeat(tidings::http::MAX_RECEIPT_BODY));
+    receipt["padding"] = json!("x".repeat(tidings::receipts::MAX_RECEIPT_BODY));
     let (status, body) = listener.post("sms", &receipt).await;
     assert_eq!(status, 413);
     assert_eq!(body["error"], "body: must be at most 65536 bytes");

@@ -172,14 +172,11 @@ async fn the_worker_role_runs_every_store_query_and_nothing_more(pool: PgPool) {
     let shutdown = Shutdown::new();
     let providers = tidings::provider::build_all(&config).unwrap();
     let worker = tokio::spawn(
-        Worker::new(
-            config.clone(),
-            store.clone(),
-            providers,
-            Metrics::new(),
-            shutdown.clone(),
-        )
-        .run(),
+        Worker::new(config.clone(), store.clone())
+            .providers(providers)
+            .metrics(Metrics::new())
+            .shutdown(shutdown.clone())
+            .run(),
     );
     wait_until(Duration::from_secs(30), "queue drained", || async {
         live(&pool).await == 0

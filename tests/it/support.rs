@@ -173,14 +173,7 @@ pub async fn start_pools(pool: &PgPool, config: &Config, n: usize) -> Pools {
     let mut handles = Vec::new();
     for _ in 0..n {
         let store = Store::connect(&url, 6).await.unwrap();
-        let providers = tidings::provider::build_all(config).unwrap();
-        let worker = tidings::worker::Worker::new(
-            config.clone(),
-            store,
-            providers,
-            tidings::metrics::Metrics::new(),
-            shutdown.clone(),
-        );
+        let worker = tidings::worker::Worker::new(config.clone(), store).shutdown(shutdown.clone());
         handles.push(tokio::spawn(worker.run()));
     }
     Pools { shutdown, handles }

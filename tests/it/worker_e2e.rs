@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use sqlx::PgPool;
+use tidings::app::sandbox_server::{Sandbox, SandboxOptions};
 use tidings::outcome::Outcome;
-use tidings::sandbox::{Sandbox, SandboxOptions};
 use tidings::store::{ClaimParams, Completion};
 use tidings_client::Status;
 use uuid::Uuid;

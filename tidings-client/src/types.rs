@@ -62,6 +62,11 @@ impl Status {
         }
     }
 
+    /// The status named `name` in SQL, JSON and metrics labels, if any.
+    pub fn parse(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// True when no worker will touch the message again (receipts may still move `sent` on).
     pub fn is_final(self) -> bool {
         !matches!(

@@ -1,7 +1,7 @@
-//! Delivery receipts: Bird-style status callbacks, parsed and verified. Pure: no I/O, time is a parameter.
+//! A receipt's signature check and body parsing. Pure: no I/O, time is a parameter.
 //!
-//! The HTTP endpoint (`/receipts/{channel}`) reads two headers, [`TIMESTAMP_HEADER`] and [`SIGNATURE_HEADER`],
-//! calls [`verify`] with the channel's secret and then [`parse`]:
+//! [`super::Receipts::apply`] reads two headers, [`TIMESTAMP_HEADER`] and [`SIGNATURE_HEADER`], calls [`verify`]
+//! with the channel's secret and then [`parse`]:
 //!
 //! - `x-tidings-timestamp`: unix seconds when the sender signed;
 //! - `x-tidings-signature`: HMAC-SHA256 with the channel secret over `"{timestamp}.{body}"`, as lowercase hex

@@ -9,10 +9,11 @@ use chrono::{DateTime, Utc};
 use tidings_client::NewMessage;
 use uuid::Uuid;
 
+use super::bench_store::BenchStore;
+use super::sandbox_server::{Sandbox, SandboxOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::worker::Worker;
@@ -156,7 +157,7 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchResult> {
             "--provider-latency: needs --provider sandbox".into(),
         ));
     }
-    let url = crate::cli::database_url()?;
+    let url = super::database_url()?;
     let store = Store::connect(&url, (args.enqueue_connections as u32 + 2).max(4)).await?;
     store.migrate().await?;
     let sandbox = match args.provider {
@@ -174,13 +175,13 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchResult> {
     };
     let config = bench_config(args, sandbox.as_ref().map(Sandbox::base_url))?;
     store.channel_sync(&config).await?;
-    store.bench_reset(&[CHANNEL, FUTURE_CHANNEL]).await?;
+    BenchStore(&store).reset(&[CHANNEL, FUTURE_CHANNEL]).await?;
     if args.scheduled_rows > 0 {
         prefill_future(&store, args.scheduled_rows).await?;
         // Rows that have waited for their date in a real table were vacuumed long ago. Without this, the
         // first autovacuum of the drain scans all of them (every page is still not all-visible), taking CPU from
         // the drain, and the run measures the prefill instead of the claim index.
-        store.bench_vacuum().await?;
+        BenchStore(&store).vacuum().await?;
     }
 
     let result = match args.rate {
@@ -269,8 +270,9 @@ fn start_workers(
         let url = url.to_owned();
         handles.push(tokio::spawn(async move {
             let store = Store::connect(&url, config.worker.max_connections).await?;
-            let providers = crate::provider::build_all(&config)?;
-            Worker::new(config, store, providers, metrics, shutdown)
+            Worker::new(config, store)
+                .metrics(metrics)
+                .shutdown(shutdown)
                 .run()
                 .await
         }));
@@ -300,7 +302,9 @@ async fn burn_down(
     // Enqueue: each connection builds its next batch just before sending it (building is part of a client's
     // cost, and holding a million messages in memory would hide the worker's own footprint).
     let batch = args.enqueue_batch.max(1);
-    store.bench_warm(args.enqueue_connections.max(1)).await?;
+    BenchStore(store)
+        .warm(args.enqueue_connections.max(1))
+        .await?;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -343,7 +347,7 @@ async fn burn_down(
     }
     // Then poll the database until it shows every message final.
     let done = loop {
-        if store.bench_live(CHANNEL).await? == 0 || Instant::now() > deadline {
+        if BenchStore(store).live(CHANNEL).await? == 0 || Instant::now() > deadline {
             break Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -353,8 +357,8 @@ async fn burn_down(
     for h in handles {
         h.await.map_err(|e| Error::Other(e.to_string()))??;
     }
-    let (_, sent, _) = store.bench_counts(CHANNEL).await?;
-    let (p50, p99) = store.bench_latency(CHANNEL).await?;
+    let (_, sent, _) = BenchStore(store).counts(CHANNEL).await?;
+    let (p50, p99) = BenchStore(store).latency(CHANNEL).await?;
     Ok(BenchResult {
         version: env!("CARGO_PKG_VERSION"),
         mode: "burn-down",
@@ -407,7 +411,7 @@ async fn steady_rate(
         committed.push(r.map_err(|e| Error::Other(e.to_string()))??);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while store.bench_live(CHANNEL).await? > 0 && Instant::now() < deadline {
+    while BenchStore(store).live(CHANNEL).await? > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shutdown.stop.cancel();
@@ -416,7 +420,7 @@ async fn steady_rate(
     }
     let ids: Vec<Uuid> = committed.iter().map(|(id, _)| *id).collect();
     let started: std::collections::HashMap<Uuid, DateTime<Utc>> =
-        store.bench_started(&ids).await?.into_iter().collect();
+        BenchStore(store).started(&ids).await?.into_iter().collect();
     // Committed enqueue (the client saw the commit) → the worker started the attempt (claim).
     let mut lat: Vec<f64> = committed
         .iter()
@@ -432,7 +436,7 @@ async fn steady_rate(
             .copied()
             .unwrap_or(0.0)
     };
-    let (_, sent, _) = store.bench_counts(CHANNEL).await?;
+    let (_, sent, _) = BenchStore(store).counts(CHANNEL).await?;
     Ok(BenchResult {
         version: env!("CARGO_PKG_VERSION"),
         mode: "steady-rate",

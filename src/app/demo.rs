@@ -9,12 +9,10 @@ use serde_json::Value;
 use tidings_client::{NewMessage, UseCase};
 use uuid::Uuid;
 
+use super::local_pg::LocalPostgres;
+use super::sandbox_server::{Sandbox, SandboxOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::http::ReceiptSecrets;
-use crate::local_pg::LocalPostgres;
-use crate::metrics::Metrics;
-use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::worker::Worker;
@@ -81,7 +79,7 @@ async fn fresh_database(server_url: &str) -> Result<String> {
 }
 
 /// The credentials of the demo's channels, by environment-variable name. The demo hands them to the adapters
-/// through [`crate::provider::build_with`] (and to the receipt listener the same way): they exist for this
+/// through [`Worker::env`] (to the adapters and the receipt listener): they exist for this
 /// process only and never touch the real environment.
 const DEMO_ENV: &[(&str, &str)] = &[
     ("DEMO_BIRD_ACCESS_KEY", "demo-bird-access-key"),
@@ -358,28 +356,13 @@ pub async fn run() -> Result<()> {
 
     println!("starting a worker pool…");
     let shutdown = Shutdown::new();
-    let client = crate::provider::http::client()?;
-    let providers = config
-        .channels
-        .iter()
-        .map(|(name, channel)| {
-            crate::provider::build_with(name, channel, &client, &demo_env)
-                .map(|adapter| (name.clone(), adapter))
-        })
-        .collect::<Result<crate::provider::Providers>>()?;
-    let metrics = Metrics::new();
-    let receipts = ReceiptSecrets::from_config(&config, &demo_env)?;
-    let (listen, http) = crate::http::serve(
-        config.http.listen,
-        store.clone(),
-        metrics.clone(),
-        receipts,
-        shutdown.abort.clone(),
-    )
-    .await?;
-    let worker = tokio::spawn(
-        Worker::new(config, store.clone(), providers, metrics, shutdown.clone()).run(),
-    );
+    let running = Worker::new(config, store.clone())
+        .env(std::sync::Arc::new(demo_env))
+        .shutdown(shutdown.clone())
+        .serve_http()
+        .start()
+        .await?;
+    let listen = running.http_addr.expect("the demo worker serves HTTP");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let live: i64 = store.stats_live().await?.iter().map(|r| r.count).sum();
@@ -395,11 +378,11 @@ pub async fn run() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The provider's side of receipts, answered by the running worker's listener.
+    let client = crate::provider::http::client()?;
     let receipts = send_receipts(&store, &client, listen, &labels).await;
     shutdown.stop.cancel();
-    worker.await.map_err(|e| Error::Other(e.to_string()))??;
-    // The worker aborts at its end, which also stops the listener.
-    let _ = http.await;
+    // The worker stops its listener when it has drained.
+    running.wait().await?;
     receipts?;
 
     println!();
@@ -413,7 +396,7 @@ pub async fn run() -> Result<()> {
         let status = message["status"].as_str().unwrap_or("?").to_owned();
         println!(
             "{id}  {label}  to {}",
-            mask_recipient(&message["recipient"])
+            crate::mask::mask_recipient(&message["recipient"])
         );
         let t0: DateTime<Utc> = events.first().map_or_else(Utc::now, |e| e.at);
         for e in &events {
@@ -561,50 +544,5 @@ fn describe(attempt: Option<i32>, detail: Option<&Value>, t0: DateTime<Utc>) -> 
         String::new()
     } else {
         format!("  ({})", parts.join(", "))
-    }
-}
-
-/// A recipient for display: phone numbers masked to their last 3 digits, other ids kept.
-pub fn mask_recipient(recipient: &Value) -> String {
-    match recipient.get("phone").and_then(Value::as_str) {
-        Some(phone) => mask_phone(phone),
-        None => {
-            let mut r = recipient.clone();
-            if let Some(o) = r.as_object_mut() {
-                o.remove("timezone");
-            }
-            r.to_string()
-        }
-    }
-}
-
-/// `+31612345678` → `+••••••••678`: all but the last 3 digits hidden.
-pub fn mask_phone(phone: &str) -> String {
-    let chars: Vec<char> = phone.chars().collect();
-    let keep_head = usize::from(chars.first() == Some(&'+'));
-    let keep_tail = 3.min(chars.len().saturating_sub(keep_head));
-    let masked = chars.len() - keep_head - keep_tail;
-    format!(
-        "{}{}{}",
-        chars[..keep_head].iter().collect::<String>(),
-        "•".repeat(masked),
-        chars[chars.len() - keep_tail..].iter().collect::<String>()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn phones_are_masked() {
-        assert_eq!(mask_phone("+31612345678"), "+••••••••678");
-        assert_eq!(mask_phone("+1"), "+1");
-        assert_eq!(mask_phone("5551234567"), "•••••••567");
-        assert_eq!(
-            mask_recipient(&json!({"customerThreadId": "42"})),
-            r#"{"customerThreadId":"42"}"#
-        );
     }
 }

@@ -6,21 +6,12 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::database_url;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::worker::Worker;
-
-/// `DATABASE_URL`, or a clear error.
-pub fn database_url() -> Result<String> {
-    std::env::var("DATABASE_URL").map_err(|_| {
-        Error::Config(
-            "DATABASE_URL is not set (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres)".into(),
-        )
-    })
-}
 
 /// Loads the config file, or the defaults when no file is given.
 pub fn load_config(path: Option<&Path>) -> Result<Config> {
@@ -73,25 +64,11 @@ pub async fn worker(config: Config) -> Result<()> {
         store = start => store?,
         _ = shutdown.stop.cancelled() => return Ok(()),
     };
-    let providers = crate::provider::build_all(&config)?;
-    let metrics = Metrics::new();
-    let receipts =
-        crate::http::ReceiptSecrets::from_config(&config, &|var| std::env::var(var).ok())?;
-    let (addr, http) = crate::http::serve(
-        config.http.listen,
-        store.clone(),
-        metrics.clone(),
-        receipts.clone(),
-        shutdown.abort.clone(),
-    )
-    .await?;
-    tracing::info!(%addr, receipt_channels = ?receipts.channels(), "serving /metrics, /healthz, /readyz, /receipts/{{channel}}");
-    let result = Worker::new(config, store, providers, metrics, shutdown.clone())
+    Worker::new(config, store)
+        .shutdown(shutdown)
+        .serve_http()
         .run()
-        .await;
-    shutdown.abort.cancel();
-    let _ = http.await;
-    result
+        .await
 }
 
 /// `tidings enqueue --file msgs.jsonl`: one JSON message per line (the keys of `tidings.enqueue`), sent in
@@ -210,7 +187,7 @@ pub async fn status(id: &str, json: bool) -> Result<bool> {
         out,
         "{:>20}  {}",
         "recipient",
-        crate::demo::mask_recipient(&message["recipient"])
+        crate::mask::mask_recipient(&message["recipient"])
     )?;
     writeln!(out)?;
     writeln!(
@@ -224,9 +201,9 @@ pub async fn status(id: &str, json: bool) -> Result<bool> {
         if phone.len() < 4 {
             return text;
         }
-        let text = text.replace(phone, &crate::demo::mask_phone(phone));
+        let text = text.replace(phone, &crate::mask::mask_phone(phone));
         match phone.strip_prefix('+') {
-            Some(digits) => text.replace(digits, &crate::demo::mask_phone(digits)),
+            Some(digits) => text.replace(digits, &crate::mask::mask_phone(digits)),
             None => text,
         }
     };
