@@ -1088,7 +1088,7 @@ async fn age(pool: &PgPool, ids: &[Uuid], days: i32) -> Vec<Uuid> {
 }
 
 async fn set_status(pool: &PgPool, ids: &[Uuid], status: &str) {
-    sqlx::query("UPDATE tidings.messages SET status = $2::tidings.status WHERE id = ANY ($1)")
+    sqlx::query("UPDATE tidings.messages SET status = $2::tidings.message_status WHERE id = ANY ($1)")
         .bind(ids)
         .bind(status)
         .execute(pool)
