@@ -1264,3 +1264,54 @@ async fn json_the_worker_cannot_read_is_refused(pool: PgPool) {
         }
     }
 }
+
+/// Issue 13, item 7: the ids of one call must not reveal each other. 0005 drew the random bits once per call, so
+/// the ids of a batch shared all but the last 5 hex digits (their position). Every id now carries its own 62
+/// random bits (the rand_b field of UUIDv7), still version 7, time-ordered and in input order within a call.
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn ids_of_one_call_do_not_reveal_each_other(pool: PgPool) {
+    channels(&pool).await;
+    let batch: Vec<NewMessage> = (0..400)
+        .map(|i| NewMessage::sms("sms", format!("+316{i:08}")).text("hi"))
+        .collect();
+    let ids: Vec<uuid::Uuid> = [
+        tidings_client::enqueue_many(&pool, &batch).await.unwrap(),
+        tidings_client::enqueue_many(&pool, &batch).await.unwrap(),
+    ]
+    .concat();
+    const RAND_B: u128 = (1 << 62) - 1;
+    let rand_b: Vec<u128> = ids.iter().map(|id| id.as_u128() & RAND_B).collect();
+    for (id, r) in ids.iter().zip(&rand_b) {
+        assert_eq!(id.get_version_num(), 7, "{id}");
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+        assert!(*r != 0, "{id}");
+    }
+    // Neighbours differ in about half of their 62 random bits (fewer than 10 has a chance below 1e-7 per pair).
+    for (w, pair) in rand_b.windows(2).zip(ids.windows(2)) {
+        let differing = (w[0] ^ w[1]).count_ones();
+        assert!(
+            differing >= 10,
+            "{} and {} differ in only {differing} random bits",
+            pair[0],
+            pair[1]
+        );
+    }
+    // No two ids share their last 12 hex digits (the position-only scheme shared all but the last 5).
+    let tails: std::collections::HashSet<u128> = ids
+        .iter()
+        .map(|id| id.as_u128() & ((1 << 48) - 1))
+        .collect();
+    assert_eq!(tails.len(), ids.len());
+    // Every one of the 62 bits varies: set in 25% to 75% of the 800 ids (a constant or counter bit is not).
+    for bit in 0..62 {
+        let set = rand_b.iter().filter(|r| *r >> bit & 1 == 1).count();
+        assert!(
+            (200..=600).contains(&set),
+            "random bit {bit} is set in {set} of 800 ids"
+        );
+    }
+    assert!(
+        ids[..400].windows(2).all(|w| w[0] < w[1]) && ids[400..].windows(2).all(|w| w[0] < w[1]),
+        "ids follow input order within a call"
+    );
+}
