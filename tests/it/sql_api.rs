@@ -1,4 +1,5 @@
-//! Today's SQL API as a reader sees it: the forms the README shows.
+//! Today's SQL API as a reader sees it: the forms the README shows, and `docs/sql-api.sql`, a dump of every
+//! function in schema `tidings` checked against a freshly migrated database.
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -69,4 +70,83 @@ async fn time_zones_are_exactly_the_workers(pool: PgPool) {
         chrono_tz::IANA_TZDB_VERSION,
     );
     assert_eq!(in_sql, in_worker);
+}
+
+/// The dump of today's SQL API: every function of schema `tidings` (`pg_get_functiondef`, by name and
+/// arguments, with the roles that may execute it) and the enum type, from the migrated database.
+async fn sql_api_dump(pool: &PgPool) -> String {
+    let status: Vec<String> = sqlx::query_scalar(
+        "SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = 'tidings.message_status'::regtype
+          ORDER BY e.enumsortorder",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let functions: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT p.oid::regprocedure::text,
+                coalesce((SELECT string_agg(g.name, ', ' ORDER BY g.name)
+                            FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a,
+                                 LATERAL (SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                                      ELSE a.grantee::regrole::text END AS name) g
+                           WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner), '') AS callers,
+                pg_get_functiondef(p.oid)
+           FROM pg_proc p
+          WHERE p.pronamespace = 'tidings'::regnamespace
+          ORDER BY p.proname, pg_get_function_identity_arguments(p.oid)",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut out = String::from(
+        "-- Today's SQL API of tidings: every function in schema `tidings` as the migrations leave it.\n\
+         -- Generated from a freshly migrated database (pg_get_functiondef, PostgreSQL 15); do not edit.\n\
+         -- Regenerate: TIDINGS_BLESS=1 cargo test --test it sql_api::docs_sql_api_sql_is_todays_sql_api\n\
+         -- docs/sql-api.md explains the functions producers call.\n\n",
+    );
+    out.push_str(&format!(
+        "CREATE TYPE tidings.message_status AS ENUM ({});\n\n",
+        status
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for (signature, callers, definition) in functions {
+        let callers = if callers.is_empty() {
+            "the owner only".to_owned()
+        } else {
+            callers
+        };
+        out.push_str(&format!(
+            "-- {signature}: EXECUTE by {callers}\n{}\n;\n\n",
+            definition.trim_end()
+        ));
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
+/// Issue 12, item 7: `docs/sql-api.sql` is what the migrations leave, so a reader sees today's functions without
+/// replaying migrations. `TIDINGS_BLESS=1` writes the file instead of comparing.
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn docs_sql_api_sql_is_todays_sql_api(pool: PgPool) {
+    let dump = sql_api_dump(&pool).await;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/sql-api.sql");
+    if std::env::var_os("TIDINGS_BLESS").is_some() {
+        std::fs::write(path, &dump).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+    if on_disk != dump {
+        let first = on_disk
+            .lines()
+            .zip(dump.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(on_disk.lines().count().min(dump.lines().count()));
+        panic!(
+            "docs/sql-api.sql is not what the migrations define (first difference at line {}); regenerate it with \
+             `TIDINGS_BLESS=1 cargo test --test it sql_api::docs_sql_api_sql_is_todays_sql_api`",
+            first + 1
+        );
+    }
 }
