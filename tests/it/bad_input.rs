@@ -222,6 +222,41 @@ fn corpus() -> Vec<(&'static str, Value, &'static str)> {
             ),
             "recipient.timezone",
         ),
+        // Zones PostgreSQL knows but the worker does not (issue 13, item 3).
+        (
+            "zone abbreviation",
+            with("recipient.timezone", Some(json!("CEST"))),
+            "recipient.timezone",
+        ),
+        (
+            "POSIX rule zone",
+            with("recipient.timezone", Some(json!("XYZ+3"))),
+            "recipient.timezone",
+        ),
+        (
+            "lower-case zone",
+            with("recipient.timezone", Some(json!("europe/paris"))),
+            "recipient.timezone",
+        ),
+        (
+            "localtime zone",
+            with("recipient.timezone", Some(json!("localtime"))),
+            "recipient.timezone",
+        ),
+        // JSON the worker cannot read (issue 13, item 4).
+        (
+            "content 33 levels deep",
+            with(
+                "content.body.text.deep",
+                Some(crate::enqueue_sql::nested(30)),
+            ),
+            "content",
+        ),
+        (
+            "recipient 33 levels deep",
+            with("recipient.deep", Some(crate::enqueue_sql::nested(32))),
+            "recipient",
+        ),
         (
             "national phone",
             with("recipient.phone", Some(json!("0612345678"))),

@@ -13,5 +13,6 @@ mod policy_e2e;
 mod provider_contract;
 mod receipts;
 mod security;
+mod sql_api;
 mod support;
 mod worker_e2e;

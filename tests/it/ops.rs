@@ -1082,12 +1082,14 @@ async fn age(pool: &PgPool, ids: &[Uuid], days: i32) -> Vec<Uuid> {
 }
 
 async fn set_status(pool: &PgPool, ids: &[Uuid], status: &str) {
-    sqlx::query("UPDATE tidings.messages SET status = $2::tidings.status WHERE id = ANY ($1)")
-        .bind(ids)
-        .bind(status)
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE tidings.messages SET status = $2::tidings.message_status WHERE id = ANY ($1)",
+    )
+    .bind(ids)
+    .bind(status)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 async fn remaining(pool: &PgPool) -> BTreeSet<Uuid> {

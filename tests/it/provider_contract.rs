@@ -1292,3 +1292,400 @@ async fn every_kind_against_the_sandbox() {
     assert_eq!(statuses, [202, 0, 503, 429]);
     sandbox.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Issue 13, item 2: a valid message of the shape of every seed rule (the rows of docs/channels.md, "What enqueue
+// checks", listed in `enqueue_sql::seed_rules`) reaches the provider as its seed document requires.
+
+fn text_of(v: Option<&Value>) -> Option<&str> {
+    v.and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn is_uuid(v: Option<&Value>) -> bool {
+    text_of(v).is_some_and(|s| uuid::Uuid::parse_str(s).is_ok())
+}
+
+fn keys_within(v: &Value, allowed: &[&str]) -> bool {
+    v.as_object()
+        .is_some_and(|o| o.keys().all(|k| allowed.contains(&k.as_str())))
+}
+
+fn is_mime(v: Option<&Value>) -> bool {
+    const TOP: &[&str] = &[
+        "application",
+        "audio",
+        "font",
+        "haptics",
+        "image",
+        "message",
+        "model",
+        "multipart",
+        "text",
+        "video",
+    ];
+    text_of(v)
+        .and_then(|s| s.split_once('/'))
+        .is_some_and(|(top, sub)| {
+            TOP.contains(&top.to_ascii_lowercase().as_str())
+                && !sub.is_empty()
+                && sub
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+        })
+}
+
+fn is_http_url(v: Option<&Value>) -> bool {
+    text_of(v).is_some_and(|s| s.starts_with("https://") || s.starts_with("http://"))
+}
+
+/// What a strict provider would refuse in a request `body` to the send endpoint of `kind`: the request rules of
+/// the seed documents (002 Bird, 001 Instaply, 004 Insider, 000 instant app), as a list of broken rules.
+fn seed_violations(kind: &str, body: &Value) -> Vec<&'static str> {
+    let mut broken = Vec::new();
+    let mut need = |ok: bool, rule: &'static str| {
+        if !ok {
+            broken.push(rule);
+        }
+    };
+    match kind {
+        "bird_sms" => {
+            need(
+                keys_within(
+                    body,
+                    &[
+                        "receiver",
+                        "reference",
+                        "validity",
+                        "body",
+                        "template",
+                        "tags",
+                        "ignoreQuietHours",
+                        "capFrequency",
+                        "meta",
+                    ],
+                ),
+                "only fields of the Send a message body",
+            );
+            let phone = text_of(body.pointer("/receiver/contacts/0/identifierValue")).unwrap_or("");
+            need(
+                phone.starts_with('+')
+                    && (8..=16).contains(&phone.len())
+                    && phone[1..].bytes().all(|b| b.is_ascii_digit()),
+                "receiver.contacts[0].identifierValue: a phone number",
+            );
+            need(
+                text_of(body.get("reference")).is_some(),
+                "reference: a string",
+            );
+            need(
+                body["validity"].as_u64().is_some_and(|v| v >= 1),
+                "validity: whole seconds",
+            );
+            if let Some(tags) = body.get("tags") {
+                need(
+                    tags.as_array().is_some_and(|t| {
+                        t.len() <= 10 && t.iter().all(|t| text_of(Some(t)).is_some())
+                    }),
+                    "tags: up to 10 strings",
+                );
+            }
+            if body.get("capFrequency") == Some(&json!(true)) {
+                need(
+                    body.pointer("/meta/extraInformation/useCase") == Some(&json!("marketing")),
+                    "capFrequency: only with meta.extraInformation.useCase marketing",
+                );
+            }
+            need(
+                body.get("body").is_some() != body.get("template").is_some(),
+                "exactly one of body or template",
+            );
+            if let Some(b) = body.get("body") {
+                let t = b["type"].as_str().unwrap_or("");
+                need(
+                    ["text", "image", "file"].contains(&t),
+                    "body.type: text, image or file",
+                );
+                need(
+                    keys_within(b, &["type", t]),
+                    "body: type and its own part only",
+                );
+                let part = &b[t];
+                let fields: &[&str] = match t {
+                    "text" => &["text", "attachments", "actions", "metadata"],
+                    "image" => &["images", "text", "metadata"],
+                    _ => &["files", "text", "metadata"],
+                };
+                need(keys_within(part, fields), "body part: its own fields only");
+                if let Some(m) = part.get("metadata") {
+                    need(m.is_object(), "metadata: an object");
+                }
+                if t == "text" {
+                    need(
+                        text_of(part.get("text")).is_some_and(|s| s.chars().count() <= 10_000),
+                        "text.text",
+                    );
+                } else {
+                    if let Some(text) = part.get("text") {
+                        need(text_of(Some(text)).is_some(), "media text: a string");
+                    }
+                    let items = part[format!("{t}s")]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    need((1..=10).contains(&items.len()), "media: 1 to 10 items");
+                    need(
+                        items.iter().all(|i| is_http_url(i.get("mediaUrl"))),
+                        "media: an http(s) mediaUrl each",
+                    );
+                    if t == "file" {
+                        need(
+                            items.iter().all(|i| is_mime(i.get("contentType"))),
+                            "files: a MIME contentType each",
+                        );
+                    }
+                }
+            }
+            if let Some(t) = body.get("template") {
+                need(
+                    keys_within(
+                        t,
+                        &["projectId", "version", "locale", "parameters", "shortLinks"],
+                    ),
+                    "template: its own fields only",
+                );
+                need(is_uuid(t.get("projectId")), "template.projectId: a UUID");
+                need(text_of(t.get("version")).is_some(), "template.version");
+                need(text_of(t.get("locale")).is_some(), "template.locale");
+                if let Some(p) = t.get("parameters") {
+                    need(
+                        p.as_array().is_some_and(|p| {
+                            p.iter().all(|p| {
+                                text_of(p.get("key")).is_some()
+                                    && text_of(p.get("type")).is_some()
+                                    && (p["type"] != "string" || p["value"].is_string())
+                            })
+                        }),
+                        "template.parameters: {type, key, value}, a string value for type string",
+                    );
+                }
+            }
+        }
+        "instaply_whatsapp" => {
+            need(
+                keys_within(
+                    body,
+                    &["customerThreadId", "text", "contentSid", "internal"],
+                ),
+                "only the seed's fields",
+            );
+            need(
+                text_of(body.get("customerThreadId")).is_some(),
+                "customerThreadId: a string",
+            );
+            need(
+                text_of(body.get("text")).is_some() != text_of(body.get("contentSid")).is_some(),
+                "exactly one of text or contentSid",
+            );
+            if let Some(internal) = body.get("internal") {
+                need(internal.is_boolean(), "internal: a boolean");
+            }
+        }
+        "insider_push" => {
+            need(
+                keys_within(
+                    body,
+                    &[
+                        "applicationIds",
+                        "segmentId",
+                        "tableId",
+                        "content",
+                        "multiLangContent",
+                        "trackingId",
+                        "useOnlyEngagedTokens",
+                    ],
+                ),
+                "only SendInstantPush fields (no scheduleDate: tidings schedules)",
+            );
+            need(
+                body["applicationIds"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string)),
+                "applicationIds: a non-empty array of strings",
+            );
+            need(
+                body.get("segmentId").is_some() != body.get("tableId").is_some(),
+                "segmentId XOR tableId",
+            );
+            need(
+                is_uuid(body.get("segmentId").or(body.get("tableId"))),
+                "segmentId / tableId: a UUID",
+            );
+            need(
+                body.get("content").is_some() != body.get("multiLangContent").is_some(),
+                "content XOR multiLangContent",
+            );
+            let content = body.get("content").or(body.get("multiLangContent"));
+            need(
+                content.is_some_and(|c| c.as_object().is_some_and(|o| !o.is_empty())),
+                "content: a non-empty object",
+            );
+            if let Some(c) = body
+                .get("content")
+                .filter(|c| c.get("templateId").is_some())
+            {
+                need(
+                    keys_within(c, &["templateId"]),
+                    "content: only templateId with a template",
+                );
+            }
+            need(is_uuid(body.get("trackingId")), "trackingId: a UUID");
+            if let Some(flag) = body.get("useOnlyEngagedTokens") {
+                need(flag.is_boolean(), "useOnlyEngagedTokens: a boolean");
+            }
+        }
+        "instant_app" => {
+            need(
+                keys_within(
+                    body,
+                    &[
+                        "message",
+                        "instantAppSchemaApiId",
+                        "orgChannelApiId",
+                        "customerChannelKey",
+                        "instantAppParameters",
+                    ],
+                ),
+                "only send_to_customer fields",
+            );
+            need(text_of(body.get("message")).is_some(), "message");
+            need(
+                text_of(body.get("instantAppSchemaApiId")).is_some(),
+                "instantAppSchemaApiId",
+            );
+            need(
+                text_of(body.get("orgChannelApiId")).is_some(),
+                "orgChannelApiId",
+            );
+            need(
+                text_of(body.get("customerChannelKey"))
+                    .is_some_and(|k| k.len() == 10 && k.bytes().all(|b| b.is_ascii_digit())),
+                "customerChannelKey: the 10-digit number",
+            );
+            need(
+                body["instantAppParameters"].as_object().is_some_and(|p| {
+                    p.values()
+                        .all(|v| v.is_string() || v.is_number() || v.is_boolean())
+                }),
+                "instantAppParameters: key-value pairs",
+            );
+        }
+        "webhook" => {}
+        other => panic!("no seed for {other}"),
+    }
+    broken
+}
+
+/// The parts of `content` the request of `kind` must carry unchanged, and where.
+fn carried(kind: &str, content: &Value, body: &Value) -> Vec<(String, Value, Value)> {
+    let pairs: Vec<(&str, &str)> = match kind {
+        "bird_sms" => vec![("/body", "/body"), ("/template", "/template")],
+        // An open window (the fake's answer) sends the text when there is one, else the template.
+        "instaply_whatsapp" if content.get("text").is_some() => vec![("/text", "/text")],
+        "instaply_whatsapp" => vec![("/contentSid", "/contentSid")],
+        "insider_push" => vec![
+            ("/content", "/content"),
+            ("/multiLangContent", "/multiLangContent"),
+        ],
+        "instant_app" => vec![
+            ("/instantAppSchemaApiId", "/instantAppSchemaApiId"),
+            ("/instantAppParameters", "/instantAppParameters"),
+        ],
+        "webhook" => vec![("", "/content")],
+        other => panic!("no seed for {other}"),
+    };
+    pairs
+        .into_iter()
+        .filter_map(|(from, to)| {
+            let sent = content.pointer(from)?;
+            Some((
+                from.to_owned(),
+                sent.clone(),
+                body.pointer(to).cloned().unwrap_or(Value::Null),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_seed_rule_shape_reaches_the_provider_as_the_seed_requires() {
+    let mut failures = Vec::new();
+    for rule in crate::enqueue_sql::seed_rules() {
+        let valid = &rule.valid;
+        let kind = crate::enqueue_sql::kind_of(valid["channel"].as_str().unwrap());
+        let server = MockServer::start().await;
+        mount_aux(kind, &server).await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(ok_body(kind)))
+            .mount(&server)
+            .await;
+        let mut m = message(kind, valid["recipient"].clone(), valid["content"].clone());
+        m.use_case = valid["use_case"]
+            .as_str()
+            .unwrap_or("transactional")
+            .to_owned();
+        m.cap_frequency = valid["cap_frequency"] == json!(true);
+        m.ignore_quiet_hours = valid["ignore_quiet_hours"] == json!(true);
+        m.tags = valid["tags"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .map(|t| t.as_str().unwrap().to_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(validity) = valid["validity"].as_i64() {
+            m.expires_at = now() + chrono::Duration::seconds(validity);
+        }
+        if let Err(e) = adapter(kind, &server.uri(), "").send(&m, now()).await {
+            failures.push(format!("{}: not sent: {e:?}", rule.id));
+            continue;
+        }
+        let sent = requests_to(&server, send_path(kind)).await;
+        let [request] = sent.as_slice() else {
+            failures.push(format!(
+                "{}: {} requests to {}",
+                rule.id,
+                sent.len(),
+                send_path(kind)
+            ));
+            continue;
+        };
+        let body: Value = request.body_json().unwrap();
+        for broken in seed_violations(kind, &body) {
+            failures.push(format!(
+                "{}: the request breaks `{broken}`: {body}",
+                rule.id
+            ));
+        }
+        for (part, enqueued, sent) in carried(kind, &valid["content"], &body) {
+            if enqueued != sent {
+                failures.push(format!(
+                    "{}: content{part} sent as {sent}, enqueued as {enqueued}",
+                    rule.id
+                ));
+            }
+        }
+        if let Some(status) = valid["content"].get("updateThreadStatus") {
+            let update = requests_to(&server, "/api/update-thread-status").await;
+            let ok =
+                update.len() == 1 && update[0].body_json::<Value>().unwrap()["status"] == *status;
+            if !ok {
+                failures.push(format!(
+                    "{}: the thread status update did not follow",
+                    rule.id
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}

@@ -159,7 +159,7 @@ async fn sent_message(pool: &PgPool, channel: &str, provider_id: &str) -> Uuid {
 
 async fn set_status(pool: &PgPool, id: Uuid, status: &str, provider_id: Option<&str>) {
     sqlx::query(
-        "UPDATE tidings.messages SET status = $2::tidings.status, provider_message_id = $3, attempts = 1 WHERE id = $1",
+        "UPDATE tidings.messages SET status = $2::tidings.message_status, provider_message_id = $3, attempts = 1 WHERE id = $1",
     )
     .bind(id)
     .bind(status)

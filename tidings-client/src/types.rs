@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A message's status (the `tidings.status` enum). See the README's state diagram.
+/// A message's status (the `tidings.message_status` enum). See the README's state diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
-#[sqlx(type_name = "tidings.status", rename_all = "snake_case")]
+#[sqlx(type_name = "tidings.message_status", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Due, waiting for a worker.

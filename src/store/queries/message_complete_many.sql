@@ -11,7 +11,7 @@ WITH o AS (
            AS o(id, lease_id, status, run_at, spent, provider_message_id, last_error, reason, detail, started_at)
 ), done AS (
     UPDATE tidings.messages m
-       SET status = o.status::tidings.status,
+       SET status = o.status::tidings.message_status,
            run_at = coalesce(o.run_at, m.run_at),
            attempts = m.attempts + o.spent,
            provider_message_id = coalesce(o.provider_message_id, m.provider_message_id),

@@ -19,7 +19,7 @@ WITH target AS (
     LIMIT 1
 ), done AS (
     UPDATE tidings.messages m
-       SET status = $4::tidings.status,
+       SET status = $4::tidings.message_status,
            last_error = coalesce($7, m.last_error),
            updated_at = now()
       FROM target t

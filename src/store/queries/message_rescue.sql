@@ -12,7 +12,7 @@ WITH stale AS (
     UPDATE tidings.messages m
        SET status = CASE WHEN m.expires_at <= now() THEN 'expired'
                          WHEN m.attempts + 1 >= m.max_attempts THEN 'sending_failed'
-                         ELSE 'accepted' END::tidings.status,
+                         ELSE 'accepted' END::tidings.message_status,
            attempts = m.attempts + 1,
            run_at = now(),
            last_error = 'lease_expired',

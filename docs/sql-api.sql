@@ -1,0 +1,691 @@
+-- Today's SQL API of tidings: every function in schema `tidings` as the migrations leave it.
+-- Generated from a freshly migrated database (pg_get_functiondef, PostgreSQL 15); do not edit.
+-- Regenerate: TIDINGS_BLESS=1 cargo test --test it sql_api::docs_sql_api_sql_is_todays_sql_api
+-- docs/sql-api.md explains the functions producers call.
+
+CREATE TYPE tidings.message_status AS ENUM ('accepted', 'scheduled', 'processing', 'sent', 'delivered', 'delivery_failed', 'sending_failed', 'rejected', 'expired', 'canceled');
+
+-- tidings.cancel(uuid): EXECUTE by tidings_producer
+CREATE OR REPLACE FUNCTION tidings.cancel(message_id uuid)
+ RETURNS boolean
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    WITH c AS (
+        UPDATE tidings.messages m SET status = 'canceled', updated_at = now(), run_at = now()
+         WHERE m.id = message_id AND m.status IN ('accepted', 'scheduled')
+        RETURNING m.id, m.attempts
+    ), ev AS (
+        INSERT INTO tidings.message_events (message_id, status, reason, attempt)
+        SELECT id, 'canceled', 'canceled_by_producer', attempts FROM c
+    )
+    SELECT EXISTS (SELECT 1 FROM c)
+$function$
+;
+
+-- tidings.check_bird_content(jsonb): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_bird_content(content jsonb)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+        WHEN (content -> 'body' IS NULL) = (content -> 'template' IS NULL)
+            THEN 'content: must have exactly one of body or template'
+        WHEN content - '{body,template}'::text[] <> '{}'::jsonb
+            THEN 'content: only body or template are allowed'
+        WHEN content -> 'template' IS NOT NULL THEN tidings.check_bird_template(content -> 'template')
+        WHEN jsonb_typeof(content -> 'body') <> 'object' THEN 'content.body: must be an object'
+        WHEN content #>> '{body,type}' = 'text' THEN CASE
+            WHEN NOT tidings.is_text(content #> '{body,text,text}')
+                THEN 'content.body.text.text: must be a string of 1 to 10000 characters'
+            ELSE tidings.check_bird_part(content -> 'body', 'text', '{text,attachments,actions,metadata}')
+            END
+        WHEN content #>> '{body,type}' IN ('image', 'file') THEN coalesce(
+            tidings.check_bird_media(content #>> '{body,type}', content -> 'body' -> (content #>> '{body,type}')),
+            tidings.check_bird_part(content -> 'body', content #>> '{body,type}',
+                                    CASE WHEN content #>> '{body,type}' = 'image' THEN '{images,text,metadata}'
+                                         ELSE '{files,text,metadata}' END::text[]))
+        ELSE 'content.body.type: must be one of text, image, file'
+    END
+$function$
+;
+
+-- tidings.check_bird_media(text,jsonb): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_bird_media(t text, part jsonb)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+        WHEN NOT CASE WHEN jsonb_typeof(part -> (t || 's')) = 'array'
+                      THEN jsonb_array_length(part -> (t || 's')) BETWEEN 1 AND 10 ELSE false END
+            THEN format('content.body.%s.%ss: must be an array of 1 to 10 items', t, t)
+        WHEN jsonb_path_exists(part -> (t || 's'),
+                 '$[*] ? (!exists(@.mediaUrl) || @.mediaUrl.type() != "string" || !(@.mediaUrl like_regex "^https?://"))')
+            THEN format('content.body.%s.%ss: every item needs an http(s) mediaUrl', t, t)
+        WHEN t = 'file' AND jsonb_path_exists(part -> 'files',
+                 '$[*] ? (!exists(@.contentType) || @.contentType.type() != "string")')
+            THEN 'content.body.file.files: every item needs a contentType'
+        WHEN t = 'file' AND jsonb_path_exists(part -> 'files',
+                 '$[*] ? (!(@.contentType like_regex "^(application|audio|font|haptics|image|message|model|multipart|text|video)/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$" flag "i"))')
+            THEN 'content.body.file.files: every contentType must be a MIME type such as video/mp4'
+        WHEN part ? 'text' AND NOT tidings.is_text(part -> 'text')
+            THEN format('content.body.%s.text: must be a string of 1 to 10000 characters', t)
+    END
+$function$
+;
+
+-- tidings.check_bird_part(jsonb,text,text[]): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_bird_part(body jsonb, t text, fields text[])
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+        WHEN body - ARRAY['type', t] <> '{}'::jsonb
+            THEN format('content.body.%s: not allowed in a %s body (only type and %s)',
+                        tidings.unknown_field(body, ARRAY['type', t]), t, t)
+        WHEN (body -> t) - fields <> '{}'::jsonb
+            THEN format('content.body.%s.%s: unknown field', t, tidings.unknown_field(body -> t, fields))
+        WHEN (body -> t) ? 'metadata' AND jsonb_typeof(body -> t -> 'metadata') <> 'object'
+            THEN format('content.body.%s.metadata: must be an object', t)
+    END
+$function$
+;
+
+-- tidings.check_bird_template(jsonb): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_bird_template(template jsonb)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+        WHEN jsonb_typeof(template) <> 'object' THEN 'content.template: must be an object'
+        WHEN NOT tidings.is_uuid_text(template -> 'projectId')
+            THEN 'content.template.projectId: must be a UUID string'
+        WHEN NOT tidings.is_text(template -> 'version', 100)
+            THEN 'content.template.version: must be a non-empty string'
+        WHEN template ? 'locale' AND NOT tidings.is_text(template -> 'locale', 35)
+            THEN 'content.template.locale: must be a non-empty string'
+        WHEN template ? 'parameters' AND jsonb_typeof(template -> 'parameters') <> 'array'
+            THEN 'content.template.parameters: must be an array'
+        WHEN NOT template ? 'locale' THEN 'content.template.locale: required'
+        WHEN template - '{projectId,version,locale,parameters,shortLinks}'::text[] <> '{}'::jsonb
+            THEN 'content.template.'
+                 || tidings.unknown_field(template, '{projectId,version,locale,parameters,shortLinks}') || ': unknown field'
+        WHEN template ? 'shortLinks' AND jsonb_typeof(template -> 'shortLinks') NOT IN ('object', 'null')
+            THEN 'content.template.shortLinks: must be an object'
+        WHEN template ? 'parameters' AND jsonb_path_exists(template -> 'parameters',
+                 '$[*] ? (@.type() != "object" || !exists(@."key") || @."key".type() != "string" || @."key" == ""
+                                 || !exists(@."type") || @."type".type() != "string" || @."type" == "")')
+            THEN 'content.template.parameters: every item needs a type and a key (non-empty strings)'
+        WHEN template ? 'parameters' AND jsonb_path_exists(template -> 'parameters',
+                 '$[*] ? (@."type" == "string" && (!exists(@."value") || @."value".type() != "string"))')
+            THEN 'content.template.parameters: a parameter of type string needs a string value'
+    END
+$function$
+;
+
+-- tidings.check_common(jsonb,timestamp with time zone): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_common(msg jsonb, now timestamp with time zone)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+        WHEN coalesce(msg -> 'scheduled_for', 'null') <> 'null'
+             AND (jsonb_typeof(msg -> 'scheduled_for') <> 'string'
+                  OR (msg ->> 'scheduled_for') !~ '^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)?([Zz]|[+-]\d\d(:?\d\d)?)$'
+                  OR tidings.try_timestamptz(msg ->> 'scheduled_for') IS NULL)
+            THEN 'scheduled_for: must be an RFC 3339 timestamp with a time zone offset'
+        WHEN coalesce(msg -> 'scheduled_for', 'null') <> 'null'
+             AND tidings.try_timestamptz(msg ->> 'scheduled_for') > now + tidings.max_schedule_ahead()
+            THEN 'scheduled_for: must be at most 35 days ahead'
+        WHEN coalesce(msg -> 'validity', 'null') <> 'null'
+             AND (jsonb_typeof(msg -> 'validity') <> 'number' OR (msg ->> 'validity') !~ '^-?[0-9]+$')
+            THEN 'validity: must be a whole number of seconds'
+        WHEN coalesce(msg -> 'validity', 'null') <> 'null' AND (msg ->> 'validity')::numeric <= 0
+            THEN 'validity: must be positive'
+        WHEN coalesce(msg -> 'validity', 'null') <> 'null' AND (msg ->> 'validity')::numeric > 2592000
+            THEN 'validity: must be at most 2592000 seconds (30 days)'
+        WHEN coalesce(msg -> 'priority', 'null') <> 'null'
+             AND (jsonb_typeof(msg -> 'priority') <> 'number' OR (msg ->> 'priority') !~ '^[0-9]$')
+            THEN 'priority: must be a whole number from 0 (first) to 9 (last)'
+        WHEN coalesce(msg -> 'ignore_quiet_hours', 'null') <> 'null'
+             AND jsonb_typeof(msg -> 'ignore_quiet_hours') <> 'boolean'
+            THEN 'ignore_quiet_hours: must be true or false'
+        WHEN coalesce(msg -> 'cap_frequency', 'null') <> 'null' AND jsonb_typeof(msg -> 'cap_frequency') <> 'boolean'
+            THEN 'cap_frequency: must be true or false'
+        WHEN msg -> 'cap_frequency' = 'true' AND coalesce(msg ->> 'use_case', 'transactional') <> 'marketing'
+            THEN 'cap_frequency: only allowed with use_case marketing'
+        WHEN coalesce(msg -> 'tags', 'null') <> 'null' AND jsonb_typeof(msg -> 'tags') <> 'array'
+            THEN 'tags: must be an array of strings'
+        WHEN CASE WHEN jsonb_typeof(msg -> 'tags') = 'array' THEN jsonb_array_length(msg -> 'tags') > 10 END
+            THEN 'tags: at most 10 tags per message'
+        WHEN jsonb_typeof(msg -> 'tags') = 'array'
+             AND jsonb_path_exists(msg -> 'tags', '$[*] ? (@.type() != "string" || !(@ like_regex "^.{1,100}$" flag "s"))')
+            THEN 'tags: every tag must be a string of 1 to 100 characters'
+        WHEN coalesce(msg -> 'reference', 'null') <> 'null' AND NOT tidings.is_text(msg -> 'reference', 255)
+            THEN 'reference: must be a string of 1 to 255 characters'
+    END
+$function$
+;
+
+-- tidings.check_message(jsonb,text,timestamp with time zone): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_message(msg jsonb, kind text, now timestamp with time zone)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT tidings.check_parts(msg, msg -> 'recipient', msg -> 'content', kind, now)
+$function$
+;
+
+-- tidings.check_parts(jsonb,jsonb,jsonb,text,timestamp with time zone): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_parts(msg jsonb, recipient jsonb, content jsonb, kind text, now timestamp with time zone)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+        WHEN jsonb_typeof(msg) IS DISTINCT FROM 'object' THEN 'message: must be a JSON object'
+        WHEN msg - '{channel,recipient,content,scheduled_for,validity,use_case,ignore_quiet_hours,cap_frequency,priority,tags,reference}'::text[]
+             <> '{}'::jsonb
+            THEN tidings.unknown_field(msg, '{channel,recipient,content,scheduled_for,validity,use_case,ignore_quiet_hours,cap_frequency,priority,tags,reference}')
+                 || ': unknown field'
+        WHEN NOT tidings.is_text(msg -> 'channel', 63) THEN 'channel: must be a channel name'
+        WHEN kind IS NULL THEN format('channel: unknown channel %L', left(msg ->> 'channel', 63))
+        WHEN coalesce(msg -> 'use_case', 'null') <> 'null' AND jsonb_typeof(msg -> 'use_case') <> 'string'
+            THEN 'use_case: must be a string'
+        WHEN coalesce(msg ->> 'use_case', 'transactional')
+             NOT IN ('transactional', 'promotional', 'conversational', 'marketing', '2fa')
+            THEN 'use_case: must be one of transactional, promotional, conversational, marketing, 2fa'
+        WHEN jsonb_typeof(recipient) IS DISTINCT FROM 'object' THEN 'recipient: must be a JSON object'
+        WHEN jsonb_typeof(content) IS DISTINCT FROM 'object' THEN 'content: must be a JSON object'
+        WHEN pg_column_size(content) > 65536 THEN 'content: must be at most 64 KiB'
+        WHEN pg_column_size(recipient) > 4096 THEN 'recipient: must be at most 4 KiB'
+        ELSE coalesce(
+            tidings.check_representable('recipient', recipient),
+            tidings.check_representable('content', content),
+            CASE WHEN recipient ? 'timezone' AND NOT tidings.is_timezone(recipient ->> 'timezone')
+                 THEN 'recipient.timezone: must be an IANA time zone name' END,
+            tidings.check_shape(kind, recipient, content),
+            CASE WHEN msg ?| '{scheduled_for,validity,priority,ignore_quiet_hours,cap_frequency,tags,reference}'::text[]
+                 THEN tidings.check_common(msg, now) END)
+    END
+$function$
+;
+
+-- tidings.check_representable(text,jsonb): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_representable(part text, v jsonb)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT CASE
+        WHEN jsonb_path_exists(v, 'strict $.**{33}') THEN part || ': nested deeper than 32 levels'
+        WHEN jsonb_path_exists(v, 'strict $.** ? (@.type() == "number" && (@ > 1e308 || @ < -1e308))')
+            THEN part || ': numbers must be between -1e308 and 1e308'
+    END
+$function$
+;
+
+-- tidings.check_shape(text,jsonb,jsonb): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_shape(kind text, recipient jsonb, content jsonb)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+        WHEN kind IN ('sandbox', 'bird_sms') THEN CASE
+            WHEN NOT tidings.is_e164(recipient -> 'phone')
+                THEN 'recipient.phone: must be an E.164 phone number such as +31612345678'
+            ELSE tidings.check_bird_content(content)
+            END
+        WHEN kind = 'instaply_whatsapp' THEN CASE
+            WHEN NOT (tidings.is_text(recipient -> 'customerThreadId', 64)
+                      OR (jsonb_typeof(recipient -> 'customerThreadId') = 'number'
+                          AND (recipient ->> 'customerThreadId') ~ '^[0-9]{1,19}$'))
+                THEN 'recipient.customerThreadId: must be a thread id'
+            WHEN NOT (content ? 'text' OR content ? 'contentSid')
+                THEN 'content: must have text, contentSid (the fallback template), or both'
+            WHEN content ? 'text' AND NOT tidings.is_text(content -> 'text')
+                THEN 'content.text: must be a string of 1 to 10000 characters'
+            WHEN content ? 'contentSid' AND NOT tidings.is_text(content -> 'contentSid', 64)
+                THEN 'content.contentSid: must be a template id'
+            WHEN content ? 'updateThreadStatus'
+                 AND coalesce(content ->> 'updateThreadStatus', '') NOT IN ('waiting', 'replied', 'resolved')
+                THEN 'content.updateThreadStatus: must be one of waiting, replied, resolved'
+            WHEN content - '{text,contentSid,updateThreadStatus}'::text[] <> '{}'::jsonb
+                THEN 'content.' || tidings.unknown_field(content, '{text,contentSid,updateThreadStatus}')
+                     || ': unknown field'
+            END
+        WHEN kind = 'insider_push' THEN CASE
+            WHEN NOT CASE WHEN jsonb_typeof(recipient -> 'applicationIds') = 'array'
+                          THEN jsonb_array_length(recipient -> 'applicationIds') > 0
+                               AND NOT jsonb_path_exists(recipient -> 'applicationIds',
+                                       '$[*] ? (@.type() != "string" || !(@ like_regex "^.{1,128}$" flag "s"))')
+                          ELSE false END
+                THEN 'recipient.applicationIds: must be a non-empty array of application ids'
+            WHEN (recipient ? 'segmentId') = (recipient ? 'tableId')
+                THEN 'recipient: must have exactly one of segmentId or tableId'
+            WHEN NOT tidings.is_uuid_text(coalesce(recipient -> 'segmentId', recipient -> 'tableId'))
+                THEN format('recipient.%s: must be a UUID string',
+                            CASE WHEN recipient ? 'segmentId' THEN 'segmentId' ELSE 'tableId' END)
+            WHEN (content ? 'content') = (content ? 'multiLangContent')
+                THEN 'content: must have exactly one of content or multiLangContent'
+            WHEN jsonb_typeof(coalesce(content -> 'content', content -> 'multiLangContent')) <> 'object'
+                THEN format('content.%s: must be an object',
+                            CASE WHEN content ? 'content' THEN 'content' ELSE 'multiLangContent' END)
+            WHEN content ? 'onlyLastEngaged' AND jsonb_typeof(content -> 'onlyLastEngaged') <> 'boolean'
+                THEN 'content.onlyLastEngaged: must be true or false'
+            WHEN content - '{content,multiLangContent,onlyLastEngaged}'::text[] <> '{}'::jsonb
+                THEN 'content.' || tidings.unknown_field(content, '{content,multiLangContent,onlyLastEngaged}')
+                     || ': unknown field'
+            WHEN coalesce(content -> 'content', content -> 'multiLangContent') = '{}'::jsonb
+                THEN format('content.%s: must not be empty',
+                            CASE WHEN content ? 'content' THEN 'content' ELSE 'multiLangContent' END)
+            WHEN content -> 'content' ? 'templateId' AND NOT (
+                     tidings.is_text(content #> '{content,templateId}', 128)
+                     OR (jsonb_typeof(content #> '{content,templateId}') = 'number'
+                         AND (content #>> '{content,templateId}') ~ '^[0-9]{1,19}$'))
+                THEN 'content.content.templateId: must be a template id (a non-empty string or a whole number)'
+            WHEN content -> 'content' ? 'templateId' AND (content -> 'content') - 'templateId' <> '{}'::jsonb
+                THEN format('content.content.%s: not allowed with templateId (a template is sent by its id alone)',
+                            tidings.unknown_field(content -> 'content', '{templateId}'))
+            END
+        WHEN kind = 'instant_app' THEN CASE
+            WHEN NOT (jsonb_typeof(recipient -> 'phone') = 'string'
+                      AND (recipient ->> 'phone') ~ '^(\+1)?[2-9][0-9]{9}$')
+                THEN 'recipient.phone: must be a 10-digit US number or +1 followed by 10 digits'
+            WHEN NOT tidings.is_text(content -> 'message', 1600)
+                THEN 'content.message: must be a string of 1 to 1600 characters'
+            WHEN NOT tidings.is_text(content -> 'instantAppSchemaApiId', 128)
+                THEN 'content.instantAppSchemaApiId: must be a non-empty string'
+            WHEN content ? 'instantAppParameters' AND jsonb_typeof(content -> 'instantAppParameters') <> 'object'
+                THEN 'content.instantAppParameters: must be an object'
+            WHEN content - '{message,instantAppSchemaApiId,instantAppParameters}'::text[] <> '{}'::jsonb
+                THEN 'content.' || tidings.unknown_field(content, '{message,instantAppSchemaApiId,instantAppParameters}')
+                     || ': unknown field'
+            WHEN content ? 'instantAppParameters' AND jsonb_path_exists(content -> 'instantAppParameters',
+                     'strict $.* ? (@.type() != "string" && @.type() != "number" && @.type() != "boolean")')
+                THEN 'content.instantAppParameters: every value must be a string, number or boolean'
+            END
+        WHEN kind = 'webhook' THEN NULL -- any JSON object: the receiving gateway owns its schema
+        ELSE format('channel: kind %L is not supported', kind)
+    END
+$function$
+;
+
+-- tidings.enqueue(text,jsonb,jsonb,timestamp with time zone,integer,text,boolean,boolean,integer,text[],text): EXECUTE by tidings_producer
+CREATE OR REPLACE FUNCTION tidings.enqueue(channel text, recipient jsonb, content jsonb, scheduled_for timestamp with time zone DEFAULT NULL::timestamp with time zone, validity integer DEFAULT NULL::integer, use_case text DEFAULT 'transactional'::text, ignore_quiet_hours boolean DEFAULT false, cap_frequency boolean DEFAULT false, priority integer DEFAULT 0, tags text[] DEFAULT '{}'::text[], reference text DEFAULT NULL::text)
+ RETURNS uuid
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT tidings.enqueue_many(jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+        'channel', channel, 'recipient', recipient, 'content', content,
+        'scheduled_for', to_jsonb(scheduled_for), 'validity', validity, 'use_case', use_case,
+        'ignore_quiet_hours', ignore_quiet_hours, 'cap_frequency', cap_frequency, 'priority', priority,
+        'tags', to_jsonb(tags), 'reference', reference))))
+$function$
+;
+
+-- tidings.enqueue_many(jsonb): EXECUTE by tidings_producer
+CREATE OR REPLACE FUNCTION tidings.enqueue_many(messages jsonb)
+ RETURNS SETOF uuid
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+DECLARE
+    t timestamptz := now();
+    ids uuid[];
+    any_due boolean;
+    single boolean;
+    n integer;
+    ms bigint;
+    head text;
+    rnd bytea;
+BEGIN
+    IF jsonb_typeof(messages) IS DISTINCT FROM 'array' THEN
+        PERFORM tidings.raise_invalid('messages: must be a JSON array of messages', NULL);
+    END IF;
+    IF jsonb_array_length(messages) > 100000 THEN
+        PERFORM tidings.raise_invalid('messages: at most 100000 messages per call', NULL);
+    END IF;
+    n := jsonb_array_length(messages);
+    single := n = 1;
+    -- Ids (RFC 9562 UUIDv7): 48 bits of Unix milliseconds, version 7, the message's position in the call in the
+    -- 12 bits of rand_a (RFC 9562 6.2, method 1: a counter; after 4096 messages the millisecond steps on, so the
+    -- ids of a call follow input order and run at most 25 ms ahead for 100000 messages), the variant, and 62
+    -- random bits per message. Those come from SHA-512 in counter mode over a fresh 244-bit seed from
+    -- gen_random_uuid() (the Hash_DRBG construction of NIST SP 800-90A): one id reveals nothing of another,
+    -- and eight messages share one hash. gen_random_uuid() per message costs ~1.5 us each (OpenSSL RAND_bytes
+    -- per call), more than the rest of the id; the stream costs ~0.2 us per message.
+    ms := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+    head := lpad(to_hex(ms), 12, '0') || '7';
+    rnd := (SELECT string_agg(sha512(s.seed || int4send(g)), ''::bytea)
+              FROM (SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS seed) s,
+                   generate_series(0, (n - 1) / 8) g);
+
+    WITH input AS (
+        SELECT e.ord, e.msg, e.recipient, e.content, c.kind, c.policy,
+               tidings.check_parts(e.msg, e.recipient, e.content, c.kind, t) AS problem
+          FROM (SELECT x.msg, x.ord, x.msg -> 'recipient' AS recipient, x.msg -> 'content' AS content
+                  FROM jsonb_array_elements(messages) WITH ORDINALITY AS x(msg, ord)
+                OFFSET 0) e
+          LEFT JOIN tidings.channels c ON c.name = e.msg ->> 'channel'
+    ), valid AS (
+        SELECT i.ord, i.msg, i.recipient, i.content, i.policy,
+               coalesce(i.msg ->> 'use_case', 'transactional') AS use_case,
+               (i.msg ->> 'scheduled_for')::timestamptz AS scheduled_for
+          FROM input i
+         WHERE i.problem IS NULL OR tidings.raise_invalid(i.problem, CASE WHEN NOT single THEN i.ord END)
+    ), planned AS (
+        SELECT v.ord, (CASE WHEN v.ord <= 4096 THEN head ELSE lpad(to_hex(ms + (v.ord - 1) / 4096), 12, '0') || '7' END
+                || lpad(to_hex((v.ord - 1) % 4096), 3, '0')
+                || encode(set_byte(substr(rnd, (v.ord::integer - 1) * 8 + 1, 8), 0,
+                                   (get_byte(rnd, (v.ord::integer - 1) * 8) & 63) | 128), 'hex'))::uuid AS id, v.msg ->> 'channel' AS channel,
+               v.recipient, v.content, v.use_case,
+               CASE WHEN v.scheduled_for > t + tidings.send_now_window() THEN 'scheduled' ELSE 'accepted' END::tidings.message_status AS status,
+               coalesce((v.msg ->> 'priority')::smallint, 0) AS priority,
+               v.scheduled_for,
+               CASE WHEN v.scheduled_for > t + tidings.send_now_window() THEN v.scheduled_for ELSE t END AS run_at,
+               greatest(t, v.scheduled_for) + make_interval(secs => coalesce(
+                   (v.msg ->> 'validity')::integer,
+                   (v.policy -> 'validity' ->> v.use_case)::integer,
+                   CASE WHEN v.use_case = '2fa' THEN 600 ELSE 129600 END)) AS expires_at,
+               coalesce((v.msg ->> 'ignore_quiet_hours')::boolean, false) AS ignore_quiet_hours,
+               coalesce((v.msg ->> 'cap_frequency')::boolean, false) AS cap_frequency,
+               CASE WHEN jsonb_typeof(v.msg -> 'tags') = 'array'
+                    THEN ARRAY(SELECT lower(x) FROM jsonb_array_elements_text(v.msg -> 'tags') x)
+                    ELSE '{}' END AS tags,
+               v.msg ->> 'reference' AS reference,
+               coalesce((v.policy ->> 'max_attempts')::integer, 10) AS max_attempts
+          FROM valid v
+    ), plain AS (
+        -- Without a reference there is nothing to conflict with: a plain insert (no speculative insertion).
+        INSERT INTO tidings.messages AS m (id, channel, recipient, content, use_case, status, priority, scheduled_for,
+                                           run_at, expires_at, ignore_quiet_hours, cap_frequency, tags, reference,
+                                           max_attempts, created_at, updated_at)
+        SELECT id, channel, recipient, content, use_case, status, priority, scheduled_for, run_at, expires_at,
+               ignore_quiet_hours, cap_frequency, tags, reference, max_attempts, t, t
+          FROM planned
+         WHERE reference IS NULL
+         ORDER BY ord
+        RETURNING m.id, m.status, m.channel, m.reference
+    ), referenced AS (
+        INSERT INTO tidings.messages AS m (id, channel, recipient, content, use_case, status, priority, scheduled_for,
+                                           run_at, expires_at, ignore_quiet_hours, cap_frequency, tags, reference,
+                                           max_attempts, created_at, updated_at)
+        SELECT id, channel, recipient, content, use_case, status, priority, scheduled_for, run_at, expires_at,
+               ignore_quiet_hours, cap_frequency, tags, reference, max_attempts, t, t
+          FROM planned
+         WHERE reference IS NOT NULL
+         ORDER BY ord
+        ON CONFLICT (channel, reference) WHERE reference IS NOT NULL DO NOTHING
+        RETURNING m.id, m.status, m.channel, m.reference
+    ), ins AS (
+        SELECT * FROM plain UNION ALL SELECT * FROM referenced
+    ), ev AS (
+        INSERT INTO tidings.message_events (message_id, at, status, reason)
+        SELECT id, t, status, 'enqueued' FROM ins
+    )
+    SELECT array_agg(coalesce(
+               i.id,
+               (SELECT i2.id FROM ins i2 WHERE i2.channel = p.channel AND i2.reference = p.reference),
+               (SELECT m.id FROM tidings.messages m WHERE m.channel = p.channel AND m.reference = p.reference))
+           ORDER BY p.ord),
+           coalesce(bool_or(i.status = 'accepted'), false)
+      INTO ids, any_due
+      FROM planned p
+      LEFT JOIN ins i ON i.id = p.id;
+
+    -- One wake-up per transaction: PostgreSQL folds identical notifications of one transaction into one.
+    IF any_due THEN
+        PERFORM pg_notify('tidings', '');
+    END IF;
+    RETURN QUERY SELECT unnest(ids);
+END $function$
+;
+
+-- tidings.events(uuid): EXECUTE by tidings_producer
+CREATE OR REPLACE FUNCTION tidings.events(message_id uuid)
+ RETURNS TABLE(at timestamp with time zone, status tidings.message_status, reason text, attempt integer, started_at timestamp with time zone, detail jsonb)
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT e.at, e.status, e.reason, e.attempt, e.started_at, e.detail
+      FROM tidings.message_events e WHERE e.message_id = events.message_id ORDER BY e.id
+$function$
+;
+
+-- tidings.frequency_admit(text,text,uuid,integer,interval): EXECUTE by tidings_worker
+CREATE OR REPLACE FUNCTION tidings.frequency_admit(kind text, recipient text, message_id uuid, max_count integer, per interval)
+ RETURNS boolean
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('tidings.frequency:' || kind || ':' || recipient, 0));
+    IF EXISTS (SELECT 1 FROM tidings.frequency_log f
+                WHERE f.channel_kind = kind AND f.recipient = frequency_admit.recipient
+                  AND f.message_id = frequency_admit.message_id) THEN
+        RETURN true;
+    END IF;
+    IF (SELECT count(*) FROM tidings.frequency_log f
+         WHERE f.channel_kind = kind AND f.recipient = frequency_admit.recipient AND f.at > now() - per) >= max_count THEN
+        RETURN false;
+    END IF;
+    INSERT INTO tidings.frequency_log (channel_kind, recipient, message_id)
+    VALUES (kind, frequency_admit.recipient, frequency_admit.message_id);
+    RETURN true;
+END $function$
+;
+
+-- tidings.is_e164(jsonb): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.is_e164(v jsonb)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT coalesce(jsonb_typeof(v) = 'string'
+       AND (v #>> '{}') ~ '^\+[1-9][0-9]*$'
+       AND length(v #>> '{}') BETWEEN 8 AND 16, false)
+$function$
+;
+
+-- tidings.is_text(jsonb,integer): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.is_text(v jsonb, max_len integer DEFAULT 10000)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT coalesce(jsonb_typeof(v) = 'string' AND length(v #>> '{}') BETWEEN 1 AND max_len, false)
+$function$
+;
+
+-- tidings.is_timezone(text): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.is_timezone(tz text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT EXISTS (SELECT 1 FROM tidings.time_zones z WHERE z.name = tz)
+$function$
+;
+
+-- tidings.is_uuid_text(jsonb): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.is_uuid_text(v jsonb)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT coalesce(jsonb_typeof(v) = 'string'
+       AND (v #>> '{}') ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', false)
+$function$
+;
+
+-- tidings.max_schedule_ahead(): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.max_schedule_ahead()
+ RETURNS interval
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$ SELECT interval '35 days' $function$
+;
+
+-- tidings.raise_invalid(text,bigint): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.raise_invalid(problem text, pos bigint)
+ RETURNS boolean
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    field text := split_part(problem, ': ', 1);
+    rule text := substr(problem, length(field) + 3);
+BEGIN
+    RAISE EXCEPTION USING
+        ERRCODE = '22023',
+        MESSAGE = CASE WHEN pos IS NULL THEN problem ELSE format('messages[%s].%s', pos - 1, problem) END,
+        COLUMN = field,
+        DETAIL = rule;
+END $function$
+;
+
+-- tidings.rate_return(text,integer,double precision): EXECUTE by tidings_worker
+CREATE OR REPLACE FUNCTION tidings.rate_return(ch text, unused integer, burst double precision)
+ RETURNS void
+ LANGUAGE sql
+AS $function$
+    UPDATE tidings.channel_state SET tokens = least(burst, tokens + unused) WHERE channel = ch
+$function$
+;
+
+-- tidings.rate_take(text,integer,double precision,double precision): EXECUTE by tidings_worker
+CREATE OR REPLACE FUNCTION tidings.rate_take(ch text, want integer, rate double precision, burst double precision)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    avail double precision;
+    granted integer;
+BEGIN
+    INSERT INTO tidings.channel_state (channel, tokens, refilled_at) VALUES (ch, burst, clock_timestamp())
+    ON CONFLICT (channel) DO NOTHING;
+    SELECT least(burst, s.tokens + rate * extract(epoch FROM clock_timestamp() - s.refilled_at))
+      INTO avail
+      FROM tidings.channel_state s WHERE s.channel = ch
+       FOR UPDATE;
+    granted := greatest(0, least(floor(avail)::integer, want));
+    UPDATE tidings.channel_state SET tokens = avail - granted, refilled_at = clock_timestamp() WHERE channel = ch;
+    RETURN granted;
+END $function$
+;
+
+-- tidings.recipient_key(jsonb): EXECUTE by tidings_worker
+CREATE OR REPLACE FUNCTION tidings.recipient_key(recipient jsonb)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT coalesce(
+        CASE WHEN (recipient ->> 'phone') ~ '^[2-9][0-9]{9}$' THEN '+1' || (recipient ->> 'phone')
+             ELSE recipient ->> 'phone' END,
+        'thread:' || (recipient ->> 'customerThreadId'),
+        recipient::text)
+$function$
+;
+
+-- tidings.send_now_window(): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.send_now_window()
+ RETURNS interval
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$ SELECT interval '10 minutes' $function$
+;
+
+-- tidings.status(uuid): EXECUTE by tidings_producer
+CREATE OR REPLACE FUNCTION tidings.status(message_id uuid)
+ RETURNS TABLE(id uuid, channel text, status tidings.message_status, attempts integer, run_at timestamp with time zone, expires_at timestamp with time zone, provider_message_id text, last_error text, created_at timestamp with time zone, updated_at timestamp with time zone)
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT m.id, m.channel, m.status, m.attempts, m.run_at, m.expires_at, m.provider_message_id, m.last_error,
+           m.created_at, m.updated_at
+      FROM tidings.messages m WHERE m.id = message_id
+$function$
+;
+
+-- tidings.suppress(text,text,text): EXECUTE by tidings_producer
+CREATE OR REPLACE FUNCTION tidings.suppress(channel_kind text, recipient text, reason text DEFAULT NULL::text)
+ RETURNS void
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    INSERT INTO tidings.suppressions AS s (channel_kind, recipient, reason)
+    VALUES (channel_kind, tidings.recipient_key(jsonb_build_object('phone', recipient)), reason)
+    ON CONFLICT (channel_kind, recipient) DO UPDATE SET reason = excluded.reason
+$function$
+;
+
+-- tidings.try_timestamptz(text): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.try_timestamptz(s text)
+ RETURNS timestamp with time zone
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+BEGIN
+    RETURN s::timestamptz;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END $function$
+;
+
+-- tidings.unknown_field(jsonb,text[]): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.unknown_field(obj jsonb, allowed text[])
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT left(k, 64) FROM jsonb_object_keys(obj) k WHERE k <> ALL (allowed) LIMIT 1
+$function$
+;
+
+-- tidings.unsuppress(text,text): EXECUTE by tidings_producer
+CREATE OR REPLACE FUNCTION tidings.unsuppress(channel_kind text, recipient text)
+ RETURNS boolean
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    WITH gone AS (
+        DELETE FROM tidings.suppressions s
+         WHERE s.channel_kind = unsuppress.channel_kind
+           AND s.recipient = tidings.recipient_key(jsonb_build_object('phone', unsuppress.recipient))
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM gone)
+$function$
+;
+
+-- tidings.uuid_v7(timestamp with time zone): EXECUTE by tidings_worker
+CREATE OR REPLACE FUNCTION tidings.uuid_v7(at timestamp with time zone DEFAULT clock_timestamp())
+ RETURNS uuid
+ LANGUAGE sql
+ PARALLEL SAFE
+AS $function$
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid())
+                    PLACING substring(int8send(floor(extract(epoch FROM at) * 1000)::bigint) FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid
+$function$
+;
