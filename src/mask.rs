@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 /// A recipient for display: phone numbers masked to their last 3 digits, other ids kept.
-pub fn mask_recipient(recipient: &Value) -> String {
+pub(crate) fn mask_recipient(recipient: &Value) -> String {
     match recipient.get("phone").and_then(Value::as_str) {
         Some(phone) => mask_phone(phone),
         None => {

@@ -48,7 +48,7 @@ struct AppState {
 }
 
 /// The routes, for tests that serve them on their own listener.
-pub fn router(store: Store, metrics: Metrics, receipts: Receipts) -> Router {
+pub(crate) fn router(store: Store, metrics: Metrics, receipts: Receipts) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))

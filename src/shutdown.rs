@@ -26,7 +26,7 @@ pub async fn signal() {
 
 /// Installs the SIGTERM and SIGINT handlers now (not when first polled) and resolves on the first of them:
 /// a process that calls this first thing exits cleanly on a signal that arrives while it is still starting.
-pub fn signal_listener() -> impl std::future::Future<Output = ()> {
+pub(crate) fn signal_listener() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -23,7 +23,7 @@ const FUTURE_CHANNEL: &str = "bench-future";
 
 /// Which provider the benchmark drains to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchProvider {
+pub(crate) enum BenchProvider {
     /// In-process no-op (measures the queue alone).
     Noop,
     /// The sandbox server over loopback HTTP.
@@ -35,85 +35,85 @@ pub enum BenchProvider {
 pub struct BenchArgs {
     /// Messages to enqueue and drain.
     #[arg(long, default_value_t = 20_000)]
-    pub messages: usize,
+    pub(crate) messages: usize,
     /// Print one JSON object on the last line.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Worker pools (each with its own connection pool, as separate processes would have).
     #[arg(long, default_value_t = 1)]
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Messages in flight per worker [default: 2000 with the no-op provider, 256 over HTTP to the sandbox, where
     /// thousands of concurrent connections cost more than they bring].
     #[arg(long)]
-    pub concurrency: Option<usize>,
+    pub(crate) concurrency: Option<usize>,
     /// Most messages per claim.
     #[arg(long, default_value_t = 1000)]
-    pub claim_batch: usize,
+    pub(crate) claim_batch: usize,
     /// Claim loops per worker sharing its slots.
     #[arg(long, default_value_t = 1)]
-    pub claimers: usize,
+    pub(crate) claimers: usize,
     /// Most outcomes per completion statement.
     #[arg(long, default_value_t = 1000)]
-    pub complete_batch: usize,
+    pub(crate) complete_batch: usize,
     /// Completion statements in flight per worker.
     #[arg(long, default_value_t = 4)]
-    pub complete_parallelism: usize,
+    pub(crate) complete_parallelism: usize,
     /// Messages per enqueue_many call.
     #[arg(long, default_value_t = 1000)]
-    pub enqueue_batch: usize,
+    pub(crate) enqueue_batch: usize,
     /// Parallel enqueue connections (4 keeps both cores busy while each client serialises its next batch:
     /// 76-80k msgs/s here, against 66-68k with 2).
     #[arg(long, default_value_t = 4)]
-    pub enqueue_connections: usize,
+    pub(crate) enqueue_connections: usize,
     /// Provider to drain to.
     #[arg(long, value_enum, default_value_t = BenchProvider::Noop)]
-    pub provider: BenchProvider,
+    pub(crate) provider: BenchProvider,
     /// With `--provider sandbox`: the sandbox waits this long before every answer, as a remote provider does
     /// (then a worker's throughput is bounded by its messages in flight, and more worker processes add up).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-    pub provider_latency: Duration,
+    pub(crate) provider_latency: Duration,
     /// Steady-rate latency mode: enqueue one message per call at this many per second (instead of bulk).
     #[arg(long)]
-    pub rate: Option<u32>,
+    pub(crate) rate: Option<u32>,
     /// How long the steady-rate mode enqueues.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Future-scheduled rows to add first (they stay in the claim index; the drain must not slow down). The table is
     /// then vacuumed, as a long-lived table holding them would have been, before the clock starts.
     #[arg(long, default_value_t = 0)]
-    pub scheduled_rows: usize,
+    pub(crate) scheduled_rows: usize,
 }
 
 /// What the benchmark measured.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct BenchResult {
+pub(crate) struct BenchResult {
     /// tidings version.
-    pub version: &'static str,
+    pub(crate) version: &'static str,
     /// `burn-down` or `steady-rate`.
-    pub mode: &'static str,
+    pub(crate) mode: &'static str,
     /// Messages enqueued.
-    pub messages: usize,
+    pub(crate) messages: usize,
     /// Bulk enqueue rate (burn-down) or the offered rate (steady-rate).
-    pub enqueue_per_sec: f64,
+    pub(crate) enqueue_per_sec: f64,
     /// Messages per second from the first completion to all final in the database.
-    pub drain_per_sec: f64,
+    pub(crate) drain_per_sec: f64,
     /// Burn-down: enqueue → sent p50 (queueing included). Steady-rate: committed enqueue → claim p50.
-    pub latency_p50_ms: f64,
+    pub(crate) latency_p50_ms: f64,
     /// Same, p99.
-    pub latency_p99_ms: f64,
+    pub(crate) latency_p99_ms: f64,
     /// Messages not final (or not sent) at the end: must be 0.
-    pub lost: i64,
+    pub(crate) lost: i64,
     /// Worker pools.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Concurrency per worker.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Provider mode.
-    pub provider: String,
+    pub(crate) provider: String,
     /// Peak resident memory of this process, MiB (the workers run in it).
-    pub peak_rss_mib: f64,
+    pub(crate) peak_rss_mib: f64,
     /// Burn-down: CPU time this process (the worker pools, plus the benchmark's own polling) spent per message
     /// drained, in microseconds — the cycles a worker takes from a database on the same cores. 0 when unknown.
-    pub worker_cpu_us_per_msg: f64,
+    pub(crate) worker_cpu_us_per_msg: f64,
 }
 
 /// Runs the benchmark against `DATABASE_URL` and prints the result.
@@ -148,7 +148,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// Runs the benchmark and returns the figures.
-pub async fn measure(args: &BenchArgs) -> Result<BenchResult> {
+pub(crate) async fn measure(args: &BenchArgs) -> Result<BenchResult> {
     if args.messages == 0 && args.rate.is_none() {
         return Err(Error::Config("--messages: must be at least 1".into()));
     }
@@ -466,7 +466,7 @@ fn process_cpu_seconds() -> Option<f64> {
 }
 
 /// VmHWM of this process (Linux), in MiB; 0 elsewhere.
-pub fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -18,7 +18,7 @@ pub mod sandbox_server;
 use crate::error::{Error, Result};
 
 /// `DATABASE_URL`, or a clear error.
-pub fn database_url() -> Result<String> {
+pub(crate) fn database_url() -> Result<String> {
     std::env::var("DATABASE_URL").map_err(|_| {
         Error::Config(
             "DATABASE_URL is not set (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres)".into(),

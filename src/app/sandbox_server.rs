@@ -137,11 +137,6 @@ impl Sandbox {
         })
     }
 
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `http://IP:PORT`, the `base_url` to give channels.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)

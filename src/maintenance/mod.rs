@@ -24,7 +24,7 @@ const COUNT_MAX_WAIT: Duration = Duration::from_secs(300);
 /// message (a million scheduled ones take about 0.2 s, and every worker samples), so the wait grows with the cost:
 /// at least `interval`, long enough that counting takes at most 1% of the time, at most 5 minutes. The cheap
 /// gauges (oldest due, paused) are still refreshed every `interval`.
-pub fn next_count_after(interval: Duration, took: Duration) -> Duration {
+pub(crate) fn next_count_after(interval: Duration, took: Duration) -> Duration {
     took.saturating_mul(COUNT_SHARE)
         .clamp(interval, COUNT_MAX_WAIT.max(interval))
 }
@@ -55,7 +55,7 @@ impl Maintenance {
     }
 
     /// Runs every service until `stop`.
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let mut rescue = tokio::time::interval(self.rescue_interval);
         let mut prune = tokio::time::interval(self.prune_interval);
         let mut sample = tokio::time::interval(self.sample_interval);
@@ -87,7 +87,7 @@ impl Maintenance {
     }
 
     /// Makes messages whose lease expired claimable again (or finishes them when attempts or validity ran out).
-    pub async fn rescue(&self) {
+    pub(crate) async fn rescue(&self) {
         loop {
             match self.store.message_rescue(BATCH).await {
                 Ok(0) => return,
@@ -107,7 +107,7 @@ impl Maintenance {
     }
 
     /// Expires waiting messages whose validity passed.
-    pub async fn sweep(&self) {
+    pub(crate) async fn sweep(&self) {
         loop {
             match self.store.message_sweep_expired(BATCH).await {
                 Ok(n) => {

@@ -4,16 +4,16 @@ use std::time::Duration;
 
 /// Backoff settings of a channel.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// Upper bound of the first retry's delay.
-    pub base: Duration,
+    pub(crate) base: Duration,
     /// Largest upper bound.
-    pub cap: Duration,
+    pub(crate) cap: Duration,
 }
 
 impl Backoff {
     /// The upper bound of the delay after `attempt` failed attempts (1-based): `min(cap, base·2^(attempt-1))`.
-    pub fn upper(&self, attempt: u32) -> Duration {
+    pub(crate) fn upper(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(62);
         self.base
             .checked_mul(1u32.checked_shl(exp.min(31)).unwrap_or(u32::MAX))
@@ -21,7 +21,7 @@ impl Backoff {
     }
 
     /// The jittered delay: `upper(attempt) · unit`, where `unit` is uniform in `[0, 1]`.
-    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32, unit: f64) -> Duration {
         self.upper(attempt).mul_f64(unit.clamp(0.0, 1.0))
     }
 }

@@ -18,10 +18,10 @@
 //! - [`timezone`]: the recipient's candidate time zones (explicit zone, phone country, channel default);
 //! - [`backoff`]: exponential backoff with full jitter.
 
-pub mod backoff;
-pub mod quiet_hours;
-pub mod timezone;
-pub mod validity;
+pub(crate) mod backoff;
+pub(crate) mod quiet_hours;
+pub(crate) mod timezone;
+pub(crate) mod validity;
 
 use std::time::Duration;
 
@@ -32,29 +32,29 @@ use tidings_client::Status;
 
 use crate::message::Message;
 use crate::outcome::{Outcome, SendError};
-pub use backoff::Backoff;
-pub use quiet_hours::QuietHours;
+pub(crate) use backoff::Backoff;
+pub(crate) use quiet_hours::QuietHours;
 
 /// The use case frequency caps apply to (DESIGN §4: marketing only).
-pub const CAPPED_USE_CASE: &str = "marketing";
+pub(crate) const CAPPED_USE_CASE: &str = "marketing";
 
 /// A setting the policy cannot be built from; the text names the setting and the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct InvalidSetting(pub String);
+pub(crate) struct InvalidSetting(pub String);
 
 /// A channel's policy, built once from its config (`ChannelConfig::build_policy`). The default holds nothing
 /// back: no quiet hours, no cap, backoff from 1 s up to 1 h.
 #[derive(Debug, Clone)]
 pub struct ChannelPolicy {
     /// Retry backoff.
-    pub backoff: Backoff,
+    pub(crate) backoff: Backoff,
     /// `[channels.NAME.quiet_hours]`, if any.
-    pub quiet_hours: Option<QuietHours>,
+    pub(crate) quiet_hours: Option<QuietHours>,
     /// `default_timezone`: the zone of recipients with neither a known zone nor a phone country.
-    pub default_timezone: Option<Tz>,
+    pub(crate) default_timezone: Option<Tz>,
     /// `[channels.NAME.frequency_cap]`, if any.
-    pub frequency_cap: Option<FrequencyCap>,
+    pub(crate) frequency_cap: Option<FrequencyCap>,
 }
 
 impl Default for ChannelPolicy {
@@ -75,9 +75,9 @@ impl Default for ChannelPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrequencyCap {
     /// Messages allowed in the period.
-    pub max: u32,
+    pub(crate) max: u32,
     /// The period.
-    pub per: Duration,
+    pub(crate) per: Duration,
 }
 
 /// What to do with a claimed message before calling its provider.
@@ -138,7 +138,7 @@ pub fn decide(message: &Message, policy: &ChannelPolicy, now: DateTime<Utc>) -> 
 }
 
 /// The outcome of a message the shared counter found over its recipient's cap.
-pub fn frequency_capped(cap: FrequencyCap) -> Outcome {
+pub(crate) fn frequency_capped(cap: FrequencyCap) -> Outcome {
     Outcome::finished(
         Status::Rejected,
         "frequency_capped",
@@ -147,7 +147,7 @@ pub fn frequency_capped(cap: FrequencyCap) -> Outcome {
 }
 
 /// The outcome when the cap counter could not be consulted: try again in a second (no attempt spent).
-pub fn frequency_check_failed(message: &Message, now: DateTime<Utc>) -> Outcome {
+pub(crate) fn frequency_check_failed(message: &Message, now: DateTime<Utc>) -> Outcome {
     defer(
         message,
         now + chrono::Duration::seconds(1),
@@ -157,15 +157,15 @@ pub fn frequency_check_failed(message: &Message, now: DateTime<Utc>) -> Outcome 
 
 /// After a failed send: the message's outcome, and for a 429 the pause of the whole channel.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AfterError {
+pub(crate) struct AfterError {
     /// What the message becomes.
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
     /// `Some(until)` for a 429: no worker of the pool sends on this channel before `until`.
-    pub pause_channel_until: Option<DateTime<Utc>>,
+    pub(crate) pause_channel_until: Option<DateTime<Utc>>,
 }
 
 /// Turns a deferral into an outcome: deferrals that would land at or after `expires_at` expire now instead.
-pub fn defer(message: &Message, until: DateTime<Utc>, reason: &str) -> Outcome {
+pub(crate) fn defer(message: &Message, until: DateTime<Utc>, reason: &str) -> Outcome {
     if validity::is_expired(message.expires_at, until) {
         return validity::expired_before(message.expires_at, until, reason);
     }
@@ -179,7 +179,7 @@ pub fn defer(message: &Message, until: DateTime<Utc>, reason: &str) -> Outcome {
 
 /// What follows a failed send. `now` is when the answer arrived (a `Retry-After` counts from there, and so does
 /// the backoff); `unit` is a uniform random number in `[0, 1]` for the jitter.
-pub fn after_send_error(
+pub(crate) fn after_send_error(
     message: &Message,
     policy: &ChannelPolicy,
     error: &SendError,

@@ -40,7 +40,7 @@ use chrono_tz::Tz;
 use super::InvalidSetting;
 
 /// Use cases never held by quiet hours.
-pub const EXEMPT_USE_CASES: &[&str] = &["transactional", "2fa"];
+pub(crate) const EXEMPT_USE_CASES: &[&str] = &["transactional", "2fa"];
 
 /// Start dates (after the UTC date of `now`) whose windows are computed at first.
 const DAYS_AHEAD: u64 = 2;
@@ -54,7 +54,7 @@ const MEMO_CAPACITY: usize = 1024;
 
 /// `[channels.NAME.quiet_hours]`, validated.
 #[derive(Clone)]
-pub struct QuietHours {
+pub(crate) struct QuietHours {
     start: NaiveTime,
     end: NaiveTime,
     /// Bit `n` (Monday = 0): a window starts on that weekday.
@@ -81,7 +81,7 @@ const EVERY_DAY: u8 = 0b111_1111;
 impl QuietHours {
     /// A validated window from its settings: `start` and `end` as `"HH:MM"`, the `days` it starts on, the use
     /// cases it `applies_to`. Errors name the setting under `table` (e.g. `channels.sms.quiet_hours`).
-    pub fn new(
+    pub(crate) fn new(
         table: &str,
         start: &str,
         end: &str,
@@ -146,23 +146,25 @@ impl QuietHours {
     }
 
     /// Whether messages of `use_case` are held (never for [`EXEMPT_USE_CASES`]).
-    pub fn applies_to(&self, use_case: &str) -> bool {
+    pub(crate) fn applies_to(&self, use_case: &str) -> bool {
         !EXEMPT_USE_CASES.contains(&use_case)
             && use_case_bit(use_case).is_some_and(|n| self.applies_to & (1 << n) != 0)
     }
 
     /// Local start time of the window.
-    pub fn start(&self) -> NaiveTime {
+    #[cfg(test)]
+    fn start(&self) -> NaiveTime {
         self.start
     }
 
-    /// Local end time of the window (not after [`start`](Self::start): the next day).
-    pub fn end(&self) -> NaiveTime {
+    /// Local end time of the window (not after `start`: the next day).
+    #[cfg(test)]
+    fn end(&self) -> NaiveTime {
         self.end
     }
 
     /// Whether a window starts on `day`.
-    pub fn starts_on(&self, day: Weekday) -> bool {
+    pub(crate) fn starts_on(&self, day: Weekday) -> bool {
         self.days & (1 << day.num_days_from_monday()) != 0
     }
 
@@ -205,7 +207,7 @@ fn parse_hh_mm(value: &str) -> Option<NaiveTime> {
 /// many hours), the zone set is given up and only its first zone counts (`zone1970.tab` lists the most
 /// populous first where geography allows), so that the message still goes out at a decent hour somewhere.
 /// An empty `zones` holds nothing.
-pub fn next_allowed(
+pub(crate) fn next_allowed(
     now: DateTime<Utc>,
     zones: &[Tz],
     window: &QuietHours,

@@ -12,7 +12,7 @@
 //! `chrono-tz` (0.10) neither ships nor compiles the table, `tzdb`/`jiff` ship compiled zones only, and the
 //! one crate that embeds it (`timezone-data`, 0.2) is a young single-author crate that would add a second
 //! 2.5 MB copy of the whole tz database for this one table. A build script reading the system's tzdata was
-//! ruled out too: builds would then depend on the build machine's tzdata release. The copy here is tzdata [`ZONE1970_TAB_VERSION`], the release
+//! ruled out too: builds would then depend on the build machine's tzdata release. The copy here is the tzdata release
 //! `chrono-tz` compiles in ([`chrono_tz::IANA_TZDB_VERSION`]); a test fails when the two drift apart, so
 //! whoever bumps `chrono-tz` refreshes the table too (from any tzdata release, e.g. Debian's
 //! `/usr/share/zoneinfo/zone1970.tab`).
@@ -33,8 +33,9 @@ use std::sync::{LazyLock, RwLock};
 use chrono_tz::Tz;
 use serde_json::Value;
 
-/// The tzdata release of the embedded `zone1970.tab`.
-pub const ZONE1970_TAB_VERSION: &str = "2025b";
+/// The tzdata release of the embedded `zone1970.tab` (the test below holds it equal to chrono-tz's).
+#[cfg(test)]
+const ZONE1970_TAB_VERSION: &str = "2025b";
 
 const ZONE1970_TAB: &str = include_str!("zone1970.tab");
 
@@ -42,17 +43,15 @@ const ZONE1970_TAB: &str = include_str!("zone1970.tab");
 const PHONE_MEMO_CAPACITY: usize = 1 << 16;
 
 /// An ISO 3166-1 alpha-2 country code, upper case (`*b"US"`).
-pub type Country = [u8; 2];
+pub(crate) type Country = [u8; 2];
 
 /// The candidate zones of a recipient: one explicit zone, or every zone of a country. Derefs to `[Tz]`.
 #[derive(Debug, Clone, Copy)]
-pub enum Zones {
+pub(crate) enum Zones {
     /// A single zone: the recipient's own, the channel's default, or UTC.
     One([Tz; 1]),
     /// Every zone of a country, from `zone1970.tab`, in the table's order.
     Country {
-        /// The country.
-        code: Country,
         /// Its zones (never empty).
         zones: &'static [Tz],
     },
@@ -60,7 +59,7 @@ pub enum Zones {
 
 impl Zones {
     /// A single zone.
-    pub fn one(tz: Tz) -> Self {
+    pub(crate) fn one(tz: Tz) -> Self {
         Zones::One([tz])
     }
 }
@@ -93,7 +92,7 @@ impl Hash for Zones {
 /// The candidate zones of `recipient` (a channel-kind recipient object with optional `timezone` and
 /// `phone` strings). An unknown explicit zone is ignored, as is a phone number whose country cannot be
 /// told; `default` is the channel's `default_timezone`.
-pub fn candidate_zones(recipient: &Value, default: Option<Tz>) -> Zones {
+pub(crate) fn candidate_zones(recipient: &Value, default: Option<Tz>) -> Zones {
     let field = |key: &str| recipient.get(key).and_then(Value::as_str);
     if let Some(tz) = field("timezone").and_then(|name| name.trim().parse::<Tz>().ok()) {
         return Zones::one(tz);
@@ -108,16 +107,15 @@ pub fn candidate_zones(recipient: &Value, default: Option<Tz>) -> Zones {
 }
 
 /// The zones of a country (`*b"US"`), or `None` when `zone1970.tab` does not list it.
-pub fn country_zones(code: Country) -> Option<Zones> {
+pub(crate) fn country_zones(code: Country) -> Option<Zones> {
     COUNTRY_ZONES.get(&code).map(|zones| Zones::Country {
-        code,
         zones: zones.as_ref(),
     })
 }
 
 /// The country of an E.164 number (`+14155550100`), or `None` when it is not E.164 or its region cannot
 /// be told (non-geographic codes such as `+800`, numbers matching no region of a shared code).
-pub fn phone_country(phone: &str) -> Option<Country> {
+pub(crate) fn phone_country(phone: &str) -> Option<Country> {
     let digits = phone.trim().strip_prefix('+')?;
     // E.164: at most 15 digits, country code included.
     if !(2..=15).contains(&digits.len())

@@ -8,12 +8,12 @@ use tidings_client::Status;
 use crate::outcome::Outcome;
 
 /// True when a message valid until `expires_at` may no longer be sent at `at`.
-pub fn is_expired(expires_at: DateTime<Utc>, at: DateTime<Utc>) -> bool {
+pub(crate) fn is_expired(expires_at: DateTime<Utc>, at: DateTime<Utc>) -> bool {
     at >= expires_at
 }
 
 /// The outcome of a message found expired.
-pub fn expired(expires_at: DateTime<Utc>) -> Outcome {
+pub(crate) fn expired(expires_at: DateTime<Utc>) -> Outcome {
     Outcome::finished(
         Status::Expired,
         "validity_passed",
@@ -22,7 +22,11 @@ pub fn expired(expires_at: DateTime<Utc>) -> Outcome {
 }
 
 /// The outcome of a deferral (`cause`) to `until` that would land after `expires_at`.
-pub fn expired_before(expires_at: DateTime<Utc>, until: DateTime<Utc>, cause: &str) -> Outcome {
+pub(crate) fn expired_before(
+    expires_at: DateTime<Utc>,
+    until: DateTime<Utc>,
+    cause: &str,
+) -> Outcome {
     Outcome::finished(
         Status::Expired,
         "validity_passed",

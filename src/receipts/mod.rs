@@ -34,7 +34,7 @@ pub use verify::{
 pub const MAX_RECEIPT_BODY: usize = 64 * 1024;
 
 /// The channel setting naming the environment variable that holds a channel's receipt secret.
-pub const RECEIPT_SECRET_SETTING: &str = "receipt_secret_env";
+pub(crate) const RECEIPT_SECRET_SETTING: &str = "receipt_secret_env";
 
 /// The receipt secret of every channel that takes receipts, read once at startup. Cheap to clone.
 #[derive(Clone, Default)]
@@ -48,7 +48,7 @@ impl std::fmt::Debug for Receipts {
 
 /// What became of one receipt. The HTTP handler turns each into one status code.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ReceiptAnswer {
+pub(crate) enum ReceiptAnswer {
     /// The message is final: `changed` when this receipt moved it from `sent` (one event row), false for a
     /// duplicate or a late receipt contradicting the first (nothing written).
     Applied {
@@ -84,17 +84,17 @@ pub enum ReceiptAnswer {
 
 /// One receipt as it arrived.
 #[derive(Debug, Clone, Copy)]
-pub struct ReceiptRequest<'a> {
+pub(crate) struct ReceiptRequest<'a> {
     /// The channel it was posted for.
-    pub channel: &'a str,
+    pub(crate) channel: &'a str,
     /// The raw [`TIMESTAMP_HEADER`] value, if present.
-    pub timestamp: Option<&'a str>,
+    pub(crate) timestamp: Option<&'a str>,
     /// The raw [`SIGNATURE_HEADER`] value, if present.
-    pub signature: Option<&'a str>,
+    pub(crate) signature: Option<&'a str>,
     /// The raw body.
-    pub body: &'a [u8],
+    pub(crate) body: &'a [u8],
     /// When it arrived (the freshness window counts from here).
-    pub now: DateTime<Utc>,
+    pub(crate) now: DateTime<Utc>,
 }
 
 impl Receipts {
@@ -112,12 +112,12 @@ impl Receipts {
     }
 
     /// The channels that take receipts.
-    pub fn channels(&self) -> Vec<&str> {
+    pub(crate) fn channels(&self) -> Vec<&str> {
         self.0.keys().map(String::as_str).collect()
     }
 
     /// Runs one receipt: signature, body, then the guarded state change and its event in one statement.
-    pub async fn apply(
+    pub(crate) async fn apply(
         &self,
         store: &Store,
         metrics: &Metrics,

@@ -16,7 +16,7 @@ use crate::outcome::Outcome;
 
 mod receipt;
 
-pub use receipt::{ReceiptApplied, ReceiptParams};
+pub(crate) use receipt::ReceiptParams;
 
 /// The migrations of `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -59,39 +59,39 @@ pub struct Completion {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StatusCount {
     /// Channel name.
-    pub channel: String,
+    pub(crate) channel: String,
     /// Status name.
-    pub status: String,
+    pub(crate) status: String,
     /// Messages.
-    pub count: i64,
+    pub(crate) count: i64,
 }
 
 /// A paused channel.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PausedChannel {
     /// Channel name.
-    pub channel: String,
+    pub(crate) channel: String,
     /// Paused until.
-    pub paused_until: DateTime<Utc>,
+    pub(crate) paused_until: DateTime<Utc>,
     /// Why.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// A recent failure, for `tidings stats`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RecentError {
     /// When.
-    pub at: DateTime<Utc>,
+    pub(crate) at: DateTime<Utc>,
     /// Channel.
-    pub channel: String,
+    pub(crate) channel: String,
     /// Message.
-    pub message_id: Uuid,
+    pub(crate) message_id: Uuid,
     /// Status it moved to.
-    pub status: String,
+    pub(crate) status: String,
     /// Reason word.
-    pub reason: String,
+    pub(crate) reason: String,
     /// Provider answer and the like.
-    pub detail: Option<Value>,
+    pub(crate) detail: Option<Value>,
 }
 
 impl Store {
@@ -282,7 +282,7 @@ impl Store {
     }
 
     /// Admits a capped message under its channel kind's frequency cap; false when the recipient is at the cap.
-    pub async fn frequency_admit(
+    pub(crate) async fn frequency_admit(
         &self,
         kind: &str,
         recipient: &Value,
@@ -303,7 +303,13 @@ impl Store {
     }
 
     /// Takes up to `want` tokens from a channel's shared rate-limit bucket; returns how many were granted.
-    pub async fn rate_take(&self, channel: &str, want: i64, rate: f64, burst: f64) -> Result<i64> {
+    pub(crate) async fn rate_take(
+        &self,
+        channel: &str,
+        want: i64,
+        rate: f64,
+        burst: f64,
+    ) -> Result<i64> {
         let granted: i32 = sqlx::query_scalar(include_str!("queries/rate_take.sql"))
             .bind(channel)
             .bind(want.min(i32::MAX as i64) as i32)
@@ -315,7 +321,7 @@ impl Store {
     }
 
     /// Gives unused tokens back to a channel's bucket.
-    pub async fn rate_return(&self, channel: &str, unused: i64, burst: f64) -> Result<()> {
+    pub(crate) async fn rate_return(&self, channel: &str, unused: i64, burst: f64) -> Result<()> {
         sqlx::query(include_str!("queries/rate_return.sql"))
             .bind(channel)
             .bind(unused as i32)
@@ -350,7 +356,7 @@ impl Store {
     }
 
     /// Messages created within `window`, by channel and status.
-    pub async fn stats_recent(&self, window: Duration) -> Result<Vec<StatusCount>> {
+    pub(crate) async fn stats_recent(&self, window: Duration) -> Result<Vec<StatusCount>> {
         let rows = sqlx::query(include_str!("queries/stats_recent.sql"))
             .bind(window.as_secs_f64())
             .fetch_all(&self.pool)

@@ -10,37 +10,37 @@ use crate::error::Result;
 
 /// Parameters of [`Store::message_receipt`].
 #[derive(Debug, Clone)]
-pub struct ReceiptParams<'a> {
+pub(crate) struct ReceiptParams<'a> {
     /// The channel the receipt was signed for; only its messages can match.
-    pub channel: &'a str,
+    pub(crate) channel: &'a str,
     /// Our message id (the `reference` the adapter sent), when the receipt carries one.
-    pub message_id: Option<Uuid>,
+    pub(crate) message_id: Option<Uuid>,
     /// The provider's message id, when the receipt carries one.
-    pub provider_message_id: Option<&'a str>,
+    pub(crate) provider_message_id: Option<&'a str>,
     /// `Delivered` or `DeliveryFailed`.
-    pub status: Status,
+    pub(crate) status: Status,
     /// The event's reason (`receipt_delivered`, `receipt_delivery_failed`).
-    pub reason: &'a str,
+    pub(crate) reason: &'a str,
     /// The event's detail (the provider's reason and timestamp).
-    pub detail: Value,
+    pub(crate) detail: Value,
     /// Written to `last_error` when the message changes (failures); None keeps it.
-    pub last_error: Option<&'a str>,
+    pub(crate) last_error: Option<&'a str>,
 }
 
 /// What [`Store::message_receipt`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceiptApplied {
+pub(crate) struct ReceiptApplied {
     /// The matched message.
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// Its status after the call.
-    pub status: Status,
+    pub(crate) status: Status,
     /// True when this call moved it from `sent` (and wrote the event).
-    pub changed: bool,
+    pub(crate) changed: bool,
 }
 
 impl Store {
     /// Applies a delivery receipt (see `queries/message_receipt.sql`). `None`: no such message on the channel.
-    pub async fn message_receipt(
+    pub(crate) async fn message_receipt(
         &self,
         params: &ReceiptParams<'_>,
     ) -> Result<Option<ReceiptApplied>> {

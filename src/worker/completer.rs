@@ -10,10 +10,10 @@ use crate::metrics::Metrics;
 use crate::store::{Completion, Store};
 
 /// Sender side, held by executors.
-pub type CompletionSender = mpsc::Sender<Completion>;
+pub(crate) type CompletionSender = mpsc::Sender<Completion>;
 
 /// Writes outcomes until every sender is dropped and the queue is drained; then returns.
-pub struct Completer {
+pub(crate) struct Completer {
     store: Store,
     metrics: Metrics,
     batch: usize,
@@ -22,7 +22,7 @@ pub struct Completer {
 
 impl Completer {
     /// A completer writing at most `batch` outcomes per statement, `parallelism` statements at once.
-    pub fn new(store: Store, metrics: Metrics, batch: usize, parallelism: usize) -> Self {
+    pub(crate) fn new(store: Store, metrics: Metrics, batch: usize, parallelism: usize) -> Self {
         Completer {
             store,
             metrics,
@@ -39,7 +39,7 @@ impl Completer {
     /// wait for it and go out together, and a further statement starts early only for a full batch. Flushing
     /// whatever had arrived whenever a statement slot was free sent hundreds of one-row statements per 100,000
     /// messages, each its own commit and WAL flush.
-    pub async fn run(self, mut rx: mpsc::Receiver<Completion>) {
+    pub(crate) async fn run(self, mut rx: mpsc::Receiver<Completion>) {
         let mut flushes = JoinSet::new();
         let mut buf: Vec<Completion> = Vec::with_capacity(self.batch);
         let mut open = true;

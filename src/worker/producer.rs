@@ -15,32 +15,32 @@ use super::executor::Executor;
 use crate::store::{ClaimParams, Store};
 
 /// Claims and dispatches until the stop signal.
-pub struct Producer {
+pub(crate) struct Producer {
     /// Database.
-    pub store: Store,
+    pub(crate) store: Store,
     /// Shared executor state.
-    pub executor: Arc<Executor>,
+    pub(crate) executor: Arc<Executor>,
     /// Free slots: one permit per message this process may hold.
-    pub slots: Arc<Semaphore>,
+    pub(crate) slots: Arc<Semaphore>,
     /// Rung by the LISTEN task on every notification (one per producer).
-    pub wakeup: Arc<Notify>,
+    pub(crate) wakeup: Arc<Notify>,
     /// Where outcomes go.
-    pub completions: CompletionSender,
+    pub(crate) completions: CompletionSender,
     /// Channels without a rate limit (claimed together).
-    pub unlimited: Vec<String>,
+    pub(crate) unlimited: Vec<String>,
     /// Rate-limited channels and their `rate_per_sec` (claimed with tokens from their shared bucket).
-    pub limited: Vec<(String, f64)>,
+    pub(crate) limited: Vec<(String, f64)>,
     /// Most rows per claim.
-    pub claim_batch: usize,
+    pub(crate) claim_batch: usize,
     /// Lease duration.
-    pub lease: Duration,
+    pub(crate) lease: Duration,
     /// Poll interval.
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
 }
 
 impl Producer {
     /// Runs until `executor.shutdown.stop` fires; returns the executor tasks still running.
-    pub async fn run(self) -> JoinSet<()> {
+    pub(crate) async fn run(self) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
         let stop = self.executor.shutdown.stop.clone();
         let concurrency = self.slots.available_permits();
