@@ -13,6 +13,7 @@ use serde_json::json;
 use tidings_client::Status;
 use tracing::Instrument;
 
+use super::pauses::LocalPauses;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, SendError, SendResult};
@@ -45,6 +46,8 @@ pub(crate) struct Executor {
     pub(crate) metrics: Metrics,
     /// Shutdown stages.
     pub(crate) shutdown: Shutdown,
+    /// The pauses this process heard of itself (the producers consult them before claiming).
+    pub(crate) pauses: LocalPauses,
 }
 
 impl Executor {
@@ -125,13 +128,16 @@ impl Executor {
                     Utc::now(),
                     rand::random(),
                 );
-                if let Some(until) = decided.pause_channel_until
-                    && let Err(e) = self
+                if let Some(until) = decided.pause_channel_until {
+                    // This process stops claiming for the channel now; the others once the row is written.
+                    self.pauses.pause(&message.channel, until);
+                    if let Err(e) = self
                         .store
                         .channel_pause(&message.channel, until, error.reason())
                         .await
-                {
-                    tracing::warn!(error = %e, "could not record the channel pause");
+                    {
+                        tracing::warn!(error = %e, "could not record the channel pause");
+                    }
                 }
                 tracing::info!(
                     reason = error.reason(),

@@ -7,6 +7,7 @@
 
 mod completer;
 mod executor;
+mod pauses;
 mod producer;
 
 use std::collections::BTreeMap;
@@ -229,6 +230,7 @@ impl Pool {
             .collect();
         let executor = Arc::new(Executor {
             channels,
+            pauses: Default::default(),
             store: store.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),

@@ -105,8 +105,23 @@ impl Producer {
             full: false,
             wake_in: None,
         };
-        if !self.unlimited.is_empty() {
-            let (got, reserved) = self.claim(&self.unlimited, want, tasks).await?;
+        // Channels this process saw paused are left out at once (the claim skips the others' pauses itself).
+        let now = Utc::now();
+        let pauses = &self.executor.pauses;
+        let unpaused: Vec<String>;
+        let unlimited = if self.unlimited.iter().any(|c| pauses.is_paused(c, now)) {
+            unpaused = self
+                .unlimited
+                .iter()
+                .filter(|c| !pauses.is_paused(c, now))
+                .cloned()
+                .collect();
+            &unpaused
+        } else {
+            &self.unlimited
+        };
+        if !unlimited.is_empty() {
+            let (got, reserved) = self.claim(unlimited, want, tasks).await?;
             // Full, or no slot left to reserve (another producer took them): either way, go round again.
             round.full |= got == reserved;
             want -= got;
@@ -115,6 +130,9 @@ impl Producer {
             if want == 0 {
                 round.full = true;
                 break;
+            }
+            if pauses.is_paused(&bucket.channel, now) {
+                continue;
             }
             let granted = self
                 .store
