@@ -106,6 +106,18 @@ impl SendError {
             detail: serde_json::json!({ "error": message.into() }),
         }
     }
+
+    /// `unreadable_content`: the message's `field` (`recipient` or `content`) is stored JSON the worker cannot
+    /// parse (too deep, a number out of range). Permanent: the stored text will not change. The detail names the
+    /// parser's error and position, never the content.
+    pub fn unreadable(field: &str, why: &crate::lazy_json::Unreadable) -> Self {
+        SendError::Permanent {
+            reason: "unreadable_content".to_owned(),
+            detail: serde_json::json!({
+                "field": field, "error": why.error, "line": why.line, "column": why.column,
+            }),
+        }
+    }
 }
 
 /// What [`Provider::send`] returns.
@@ -151,6 +163,15 @@ pub fn build_with(
     client: &reqwest::Client,
     env: credentials::Env,
 ) -> Result<Arc<dyn Provider>> {
+    if let Some(url) = &channel.base_url
+        && crate::config::insecure_http(url)
+    {
+        // Only reachable with allow_insecure_http = true (config validation refuses it otherwise).
+        tracing::warn!(
+            channel = name,
+            "channels.{name}.base_url is plain http to a host that is not loopback (allow_insecure_http = true): credentials and messages cross the network in cleartext"
+        );
+    }
     match channel.kind.as_str() {
         "sandbox" => Ok(Arc::new(sandbox::SandboxProvider::new(
             name, channel, client,
