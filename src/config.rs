@@ -106,9 +106,14 @@ impl Default for HttpConfig {
 pub struct ChannelConfig {
     /// Provider adapter: `bird_sms`, `instaply_whatsapp`, `insider_push`, `instant_app`, `webhook`, `sandbox`.
     pub kind: String,
-    /// Provider base URL (tests and the demo point it at loopback servers).
+    /// Provider base URL (tests and the demo point it at loopback servers). `https://`, or `http://` to a
+    /// loopback host only, unless `allow_insecure_http`.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// Allow a plain `http://` `base_url` to a host other than loopback: credentials and messages then cross
+    /// the network in cleartext. Off by default; logged as a warning at start when used.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
     /// Per-request timeout of a provider call.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -332,11 +337,24 @@ impl Config {
                     "channels.{name}: a channel name is 1 to 63 lower-case letters, digits, '_' or '-'"
                 )));
             }
-            // A message must never be rescued while its send may still legitimately be in flight.
-            if ch.timeout * 2 > w.lease {
+            // A message must never be rescued while its send may still legitimately be in flight. Checked: an
+            // absurd timeout would overflow the doubling.
+            if ch
+                .timeout
+                .checked_mul(2)
+                .is_none_or(|twice| twice > w.lease)
+            {
                 return Err(Error::Config(format!(
                     "channels.{name}.timeout: {:?} is too long for worker.lease {:?} (the lease must be at least twice the longest send timeout)",
                     ch.timeout, w.lease
+                )));
+            }
+            if let Some(url) = &ch.base_url
+                && !ch.allow_insecure_http
+                && insecure_http(url)
+            {
+                return Err(Error::Config(format!(
+                    "channels.{name}.base_url: plain http is allowed only to loopback (set allow_insecure_http = true to override)"
                 )));
             }
             if ch.max_attempts == 0 {
@@ -378,6 +396,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `url` is plain `http://` to a host that is not loopback (127.0.0.0/8, ::1, `localhost`). A URL that
+/// does not parse is left to the adapter, which names the key with the parser's error.
+pub fn insecure_http(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    if url.scheme() != "http" {
+        return false;
+    }
+    match url.host() {
+        Some(url::Host::Domain(host)) => !host.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => !ip.is_loopback(),
+        None => true,
     }
 }
 
@@ -430,5 +465,46 @@ mod tests {
             err("[channels.a]\nkind = \"sandbox\"\nvalidity = { weekly = 5 }")
                 .contains("channels.a.validity.weekly")
         );
+    }
+
+    #[test]
+    fn an_absurd_timeout_is_a_config_error_not_a_panic() {
+        let err = Config::parse("[channels.a]\nkind = \"sandbox\"\ntimeout = \"300000000000y\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config: channels.a.timeout: "), "{err}");
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        let parse = |url: &str, extra: &str| {
+            Config::parse(&format!(
+                "[channels.a]\nkind = \"sandbox\"\nbase_url = \"{url}\"\n{extra}"
+            ))
+        };
+        for ok in [
+            "https://api.bird.com",
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10/x",
+            "http://[::1]:9000",
+            "http://localhost:3000",
+            "http://LOCALHOST",
+        ] {
+            parse(ok, "").unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "http://api.bird.com",
+            "http://10.0.0.5:8080",
+            "http://[::2]",
+            "http://localhost.example.com",
+            "http://128.0.0.1",
+        ] {
+            assert_eq!(
+                parse(bad, "").unwrap_err().to_string(),
+                "config: channels.a.base_url: plain http is allowed only to loopback (set allow_insecure_http = true to override)",
+                "{bad}"
+            );
+            parse(bad, "allow_insecure_http = true").unwrap();
+        }
     }
 }

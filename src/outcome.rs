@@ -165,6 +165,18 @@ impl SendError {
             detail: serde_json::json!({ "error": message.into() }),
         }
     }
+
+    /// `unreadable_content`: the message's `field` (`recipient` or `content`) is stored JSON the worker cannot
+    /// parse (too deep, a number out of range). Permanent: the stored text will not change. The detail names the
+    /// parser's error and position, never the content.
+    pub fn unreadable(field: &str, why: &crate::lazy_json::Unreadable) -> Self {
+        SendError::Permanent {
+            reason: "unreadable_content".to_owned(),
+            detail: serde_json::json!({
+                "field": field, "error": why.error, "line": why.line, "column": why.column,
+            }),
+        }
+    }
 }
 
 /// What `Provider::send` returns.

@@ -10,7 +10,10 @@
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use super::credentials::{self, Env, Secret};
 use super::{Accepted, Provider, SendError, SendResult, http};
@@ -56,10 +59,46 @@ impl BirdSms {
     }
 }
 
+/// The request body of one message: the content's `body` or `template` as its stored text (see
+/// [`crate::lazy_json`]), so template parameters and content reach Bird exactly as enqueued.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestBody<'a> {
+    receiver: Receiver<'a>,
+    reference: Uuid,
+    validity: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tags: &'a [String],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ignore_quiet_hours: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cap_frequency: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct Receiver<'a> {
+    contacts: [Contact<'a>; 1],
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Contact<'a> {
+    identifier_value: &'a str,
+}
+
 /// The request body for `message` at `now`, or why the content cannot make one.
-pub fn request_body(message: &Message, now: DateTime<Utc>) -> Result<Value, SendError> {
-    let phone = message
+pub fn request_body(message: &Message, now: DateTime<Utc>) -> Result<RequestBody<'_>, SendError> {
+    let recipient = message
         .recipient
+        .value()
+        .map_err(|why| SendError::unreadable("recipient", why))?;
+    let phone = recipient
         .get("phone")
         .and_then(Value::as_str)
         .ok_or_else(|| {
@@ -68,34 +107,39 @@ pub fn request_body(message: &Message, now: DateTime<Utc>) -> Result<Value, Send
                 "recipient.phone: must be a phone number string",
             )
         })?;
-    let mut body = json!({
-        "receiver": { "contacts": [ { "identifierValue": phone } ] },
-        "reference": message.id,
-        // The policy never sends an expired message; at least 1 keeps the field valid at the very edge.
-        "validity": message.remaining_validity(now).max(1),
-    });
-    match (message.content.get("body"), message.content.get("template")) {
-        (Some(b), None) => body["body"] = b.clone(),
-        (None, Some(t)) => body["template"] = t.clone(),
+    let content = message
+        .content
+        .fields()
+        .map_err(|why| SendError::unreadable("content", &why))?;
+    let (body, template) = match (content.raw("body"), content.raw("template")) {
+        (Some(b), None) => (Some(b), None),
+        (None, Some(t)) => (None, Some(t)),
         _ => {
             return Err(SendError::permanent(
                 "invalid_content",
                 "content: must have exactly one of body or template",
             ));
         }
-    }
-    if !message.tags.is_empty() {
-        body["tags"] = json!(message.tags);
-    }
-    if message.ignore_quiet_hours {
-        body["ignoreQuietHours"] = json!(true);
-    }
-    if message.cap_frequency {
+    };
+    Ok(RequestBody {
+        receiver: Receiver {
+            contacts: [Contact {
+                identifier_value: phone,
+            }],
+        },
+        reference: message.id,
+        // The policy never sends an expired message; at least 1 keeps the field valid at the very edge.
+        validity: message.remaining_validity(now).max(1),
+        body,
+        template,
+        tags: &message.tags,
+        ignore_quiet_hours: message.ignore_quiet_hours,
+        cap_frequency: message.cap_frequency,
         // Bird accepts capFrequency only for a marketing message, which it reads from meta.
-        body["capFrequency"] = json!(true);
-        body["meta"] = json!({ "extraInformation": { "useCase": message.use_case } });
-    }
-    Ok(body)
+        meta: message
+            .cap_frequency
+            .then(|| json!({ "extraInformation": { "useCase": message.use_case } })),
+    })
 }
 
 /// Reads Bird's answer: `id` is the provider message id; a 2xx whose `status` is `rejected` is a refusal.
@@ -107,9 +151,9 @@ pub fn accepted(response: &http::Response) -> SendResult {
             detail: json!({
                 "http_status": response.status,
                 "provider_status": "rejected",
-                "provider_reason": response.json.get("reason"),
-                "failure": response.json.get("failure"),
-                "details": response.json.get("details"),
+                "provider_reason": http::bounded(response.json.get("reason")),
+                "failure": http::bounded(response.json.get("failure")),
+                "details": http::bounded(response.json.get("details")),
             }),
         });
     }
@@ -143,7 +187,12 @@ impl Provider for BirdSms {
                 Ok(response) => accepted(&response),
                 Err(e) => Err(e),
             };
-            result.map_err(|e| credentials::redact(e, &[&self.access_key]))
+            result.map_err(|e| {
+                credentials::scrub_recipient(
+                    credentials::redact(e, &[&self.access_key]),
+                    &message.recipient,
+                )
+            })
         })
     }
 }

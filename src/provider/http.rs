@@ -11,8 +11,13 @@ use super::SendError;
 use super::retry::{self, Class};
 use crate::error::{Error, Result};
 
-/// Longest body excerpt kept in an event's detail.
-const BODY_EXCERPT: usize = 512;
+/// Longest body excerpt kept in an event's detail (which producers can read through `tidings.events`).
+pub const BODY_EXCERPT: usize = 512;
+
+/// Most bytes of an answer read. A provider answers a send with a few hundred bytes; a larger answer is read no
+/// further (the connection is dropped, not reused) and classified by its status, so a misbehaving provider
+/// cannot make a worker buffer without bound.
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// The one HTTP client of a worker process (connection pooling is per client). Timeouts are per request.
 pub fn client() -> Result<reqwest::Client> {
@@ -26,13 +31,34 @@ pub fn client() -> Result<reqwest::Client> {
         .map_err(|e| Error::Other(format!("http client: {e}")))
 }
 
-/// A response body, read whole.
+/// A response body, read up to [`MAX_BODY`].
 #[derive(Debug)]
 pub struct Response {
     /// HTTP status code.
     pub status: u16,
-    /// The body parsed as JSON, or `Value::Null` when it is not JSON.
+    /// The body parsed as JSON, or `Value::Null` when it is not JSON or larger than [`MAX_BODY`].
     pub json: Value,
+}
+
+/// The instant `timeout` from now; a timeout past the clock's range (which `Instant + Duration` would panic on)
+/// is as good as none.
+pub fn deadline(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// Reads at most [`MAX_BODY`] bytes of `response`; `true` when there was more (left unread).
+async fn read_bounded(response: &mut reqwest::Response) -> reqwest::Result<(Vec<u8>, bool)> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            body.extend_from_slice(&chunk[..MAX_BODY - body.len()]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
 }
 
 /// Sends a request with the channel's timeout; 2xx comes back as a [`Response`], anything else is classified.
@@ -41,19 +67,37 @@ pub async fn execute(
     timeout: Duration,
     now: DateTime<Utc>,
 ) -> Result<Response, SendError> {
-    let response = request
+    let mut response = request
         .timeout(timeout)
         .send()
         .await
         .map_err(|e| from_transport(&e))?;
     let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(|e| from_transport(&e))?;
+    let (body, truncated) = read_bounded(&mut response)
+        .await
+        .map_err(|e| from_transport(&e))?;
     if (200..300).contains(&status) {
+        if truncated {
+            // Accepted by its status (sending again could duplicate the message); its body, and with it the
+            // provider's id, is not read.
+            tracing::warn!(
+                http_status = status,
+                limit = MAX_BODY,
+                "provider answer larger than the limit: classified by its status, body not read"
+            );
+            return Ok(Response {
+                status,
+                json: Value::Null,
+            });
+        }
         let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
         return Ok(Response { status, json });
     }
-    Err(classify(status, &headers, &body, now))
+    let mut error = classify(status, response.headers(), &body, now);
+    if truncated {
+        error.detail_mut()["truncated"] = json!(true);
+    }
+    Err(error)
 }
 
 /// Like [`execute`], with whatever is left of an attempt's time budget: an adapter that makes several requests
@@ -98,11 +142,14 @@ pub fn endpoint(name: &str, url: &str) -> Result<reqwest::Url> {
     Ok(parsed)
 }
 
-/// Maps a non-2xx answer to a [`SendError`] with the status and a body excerpt in the detail.
+/// Maps a non-2xx answer to a [`SendError`] with the status and a body excerpt in the detail: only what was
+/// classified and at most [`BODY_EXCERPT`] bytes of the body, never the whole answer (adapters then scrub the
+/// recipient and credentials from it, see [`super::credentials`]).
 pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> SendError {
-    let excerpt = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]).into_owned();
-    let provider_error = serde_json::from_slice::<Value>(body).unwrap_or(Value::String(excerpt));
-    let mut detail = json!({ "http_status": status, "response": provider_error });
+    let mut detail = json!({ "http_status": status });
+    if !body.is_empty() {
+        detail["excerpt"] = json!(excerpt(body));
+    }
     match retry::classify_status(status) {
         Class::RateLimited => {
             let header = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok());
@@ -122,6 +169,28 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: DateTime<Utc
             reason: format!("http_{status}"),
             detail,
         },
+    }
+}
+
+/// The first [`BODY_EXCERPT`] bytes of `body` as text (invalid UTF-8 and a character cut at the end shown as
+/// U+FFFD).
+pub fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]).into_owned()
+}
+
+/// A value taken from a provider's answer into an event's detail, bounded: as is when its JSON text fits in
+/// [`BODY_EXCERPT`] bytes, else an excerpt of that text.
+pub fn bounded(value: Option<&Value>) -> Value {
+    match value {
+        None => Value::Null,
+        Some(v) => {
+            let text = v.to_string();
+            if text.len() <= BODY_EXCERPT {
+                v.clone()
+            } else {
+                Value::String(excerpt(text.as_bytes()))
+            }
+        }
     }
 }
 
@@ -175,7 +244,7 @@ mod tests {
             matches!(classify(503, &HeaderMap::new(), b"", now), SendError::Transient { reason, .. } if reason == "http_503")
         );
         assert!(
-            matches!(classify(422, &HeaderMap::new(), br#"{"code":"x"}"#, now), SendError::Permanent { detail, .. } if detail["response"]["code"] == "x")
+            matches!(classify(422, &HeaderMap::new(), br#"{"code":"x"}"#, now), SendError::Permanent { detail, .. } if detail["excerpt"] == r#"{"code":"x"}"#)
         );
     }
 

@@ -30,13 +30,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use super::credentials::{self, Env, Secret};
 use super::{Accepted, Provider, SendError, SendResult, http};
 use crate::config::ChannelConfig;
 use crate::error::{Error, Result};
+use crate::lazy_json;
 use crate::message::Message;
 
 /// The API host of the public reference.
@@ -143,11 +147,20 @@ impl InsiderPush {
             .get("expires_in")
             .and_then(Value::as_u64)
             .map_or(Duration::from_secs(3600), Duration::from_secs);
+        // Checked: `Instant + Duration` panics past the clock's range, and a provider may answer any number.
+        // Such an answer is the provider's fault and may be fixed by the next login: retried, never a panic.
+        let Some(until) = Instant::now().checked_add(lifetime.saturating_sub(TOKEN_MARGIN)) else {
+            return Err(SendError::Transient {
+                reason: "login_failed".to_owned(),
+                detail: json!({
+                    "stage": "login",
+                    "http_status": response.status,
+                    "error": "expires_in is out of range",
+                }),
+            });
+        };
         let token = Secret::new(token);
-        *cached = Some((
-            token.clone(),
-            Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN),
-        ));
+        *cached = Some((token.clone(), until));
         Ok(token)
     }
 
@@ -159,7 +172,7 @@ impl InsiderPush {
 
     async fn post(
         &self,
-        body: &Value,
+        body: &RequestBody<'_>,
         token: &Secret,
         deadline: Instant,
         now: DateTime<Utc>,
@@ -177,7 +190,7 @@ impl InsiderPush {
             Ok(b) => b,
             Err(e) => return (Err(e), None),
         };
-        let deadline = Instant::now() + self.timeout;
+        let deadline = http::deadline(self.timeout);
         let mut token = match self.token(deadline, now).await {
             Ok(t) => t,
             Err(e) => return (Err(e), None),
@@ -202,46 +215,77 @@ impl InsiderPush {
     }
 }
 
+/// The SendInstantPush body of one message. `content` / `multiLangContent` are the content's members as stored
+/// (see [`crate::lazy_json`]), so they reach the provider exactly as enqueued.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestBody<'a> {
+    application_ids: &'a [Value],
+    tracking_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segment_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    table_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    multi_lang_content: Option<&'a RawValue>,
+    /// [`LAST_ENGAGED_FIELD`]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    use_only_engaged_tokens: bool,
+}
+
 /// The SendInstantPush body for `message`, or why its content cannot make one.
-pub fn request_body(message: &Message) -> Result<Value, SendError> {
+pub fn request_body(message: &Message) -> Result<RequestBody<'_>, SendError> {
     let invalid = |m: &str| SendError::permanent("invalid_content", m);
-    let r = &message.recipient;
-    let c = &message.content;
+    let r = message
+        .recipient
+        .value()
+        .map_err(|why| SendError::unreadable("recipient", why))?;
+    let c = message
+        .content
+        .fields()
+        .map_err(|why| SendError::unreadable("content", &why))?;
     let application_ids = match r.get("applicationIds") {
-        Some(Value::Array(ids)) if !ids.is_empty() && ids.iter().all(Value::is_string) => {
-            ids.clone()
-        }
+        Some(Value::Array(ids)) if !ids.is_empty() && ids.iter().all(Value::is_string) => ids,
         _ => {
             return Err(invalid(
                 "recipient.applicationIds: must be a non-empty array of application ids",
             ));
         }
     };
-    let mut body = json!({ "applicationIds": application_ids, "trackingId": message.id });
-    match (r.get("segmentId"), r.get("tableId")) {
-        (Some(Value::String(s)), None) => body["segmentId"] = json!(s),
-        (None, Some(Value::String(t))) => body["tableId"] = json!(t),
+    let (segment_id, table_id) = match (r.get("segmentId"), r.get("tableId")) {
+        (Some(Value::String(s)), None) => (Some(s.as_str()), None),
+        (None, Some(Value::String(t))) => (None, Some(t.as_str())),
         _ => {
             return Err(invalid(
                 "recipient: must have exactly one of segmentId or tableId (a UUID string)",
             ));
         }
-    }
-    match (c.get("content"), c.get("multiLangContent")) {
-        (Some(v @ Value::Object(_)), None) => body["content"] = v.clone(),
-        (None, Some(v @ Value::Object(_))) => body["multiLangContent"] = v.clone(),
+    };
+    let (content, multi_lang_content) = match (c.raw("content"), c.raw("multiLangContent")) {
+        (Some(v), None) if lazy_json::is_object(v) => (Some(v), None),
+        (None, Some(v)) if lazy_json::is_object(v) => (None, Some(v)),
         _ => {
             return Err(invalid(
                 "content: must have exactly one of content or multiLangContent (an object)",
             ));
         }
-    }
-    match c.get("onlyLastEngaged") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => body[LAST_ENGAGED_FIELD] = json!(true),
+    };
+    let use_only_engaged_tokens = match c.raw("onlyLastEngaged").map(RawValue::get) {
+        None | Some("null" | "false") => false,
+        Some("true") => true,
         Some(_) => return Err(invalid("content.onlyLastEngaged: must be true or false")),
-    }
-    Ok(body)
+    };
+    Ok(RequestBody {
+        application_ids,
+        tracking_id: message.id,
+        segment_id,
+        table_id,
+        content,
+        multi_lang_content,
+        use_only_engaged_tokens,
+    })
 }
 
 fn accepted(message: &Message, response: &http::Response) -> SendResult {
@@ -251,7 +295,7 @@ fn accepted(message: &Message, response: &http::Response) -> SendResult {
     {
         return Err(SendError::Permanent {
             reason: "provider_rejected".to_owned(),
-            detail: json!({ "http_status": response.status, "code": code, "provider_reason": json.get("message") }),
+            detail: json!({ "http_status": response.status, "code": code, "provider_reason": http::bounded(json.get("message")) }),
         });
     }
     let tracking = json
@@ -261,7 +305,7 @@ fn accepted(message: &Message, response: &http::Response) -> SendResult {
         .map_or_else(|| message.id.to_string(), str::to_owned);
     Ok(Accepted {
         provider_message_id: Some(tracking),
-        detail: json!({ "http_status": response.status, "transaction_id": json.get("transactionId") }),
+        detail: json!({ "http_status": response.status, "transaction_id": http::bounded(json.get("transactionId")) }),
     })
 }
 
@@ -309,7 +353,7 @@ impl Provider for InsiderPush {
                     } => vec![userkey, password],
                 };
                 secrets.extend(token.as_ref());
-                credentials::redact(e, &secrets)
+                credentials::scrub_recipient(credentials::redact(e, &secrets), &message.recipient)
             })
         })
     }

@@ -19,12 +19,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use reqwest::header::HeaderName;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::credentials::{self, Env, Secret};
 use super::{Accepted, Provider, SendError, SendResult, http};
 use crate::config::ChannelConfig;
 use crate::error::{Error, Result};
+use crate::lazy_json;
 use crate::message::Message;
 
 /// Adapter for `kind = "instant_app"`.
@@ -80,42 +83,67 @@ impl InstantApp {
         })
     }
 
-    /// The request body for `message`, or why its content cannot make one.
-    pub fn request_body(&self, message: &Message) -> Result<Value, SendError> {
+    /// The request body for `message`, or why its content cannot make one. `instantAppParameters` is the
+    /// content's member as stored (see [`crate::lazy_json`]): it reaches the provider exactly as enqueued.
+    pub fn request_body<'a>(&'a self, message: &'a Message) -> Result<RequestBody<'a>, SendError> {
         let invalid = |m: &str| SendError::permanent("invalid_content", m);
-        let phone = message
+        let recipient = message
             .recipient
+            .value()
+            .map_err(|why| SendError::unreadable("recipient", why))?;
+        let content = message
+            .content
+            .fields()
+            .map_err(|why| SendError::unreadable("content", &why))?;
+        let phone = recipient
             .get("phone")
             .and_then(Value::as_str)
             .and_then(ten_digits)
             .ok_or_else(|| {
                 invalid("recipient.phone: must be a 10-digit US number or +1 followed by 10 digits")
             })?;
-        let text = message
-            .content
-            .get("message")
-            .and_then(Value::as_str)
+        let text = content
+            .string("message")
+            .ok()
+            .flatten()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| invalid("content.message: must be a non-empty string"))?;
-        let schema = message
-            .content
-            .get("instantAppSchemaApiId")
-            .and_then(Value::as_str)
+        let schema = content
+            .string("instantAppSchemaApiId")
+            .ok()
+            .flatten()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| invalid("content.instantAppSchemaApiId: must be a non-empty string"))?;
-        let parameters = match message.content.get("instantAppParameters") {
-            None | Some(Value::Null) => json!({}),
-            Some(p @ Value::Object(_)) => p.clone(),
+        let parameters = match content.present("instantAppParameters") {
+            None => None,
+            Some(p) if lazy_json::is_object(p) => Some(p),
             Some(_) => return Err(invalid("content.instantAppParameters: must be an object")),
         };
-        Ok(json!({
-            "message": with_suffix(text, self.opt_out_suffix.as_deref()),
-            "instantAppSchemaApiId": schema,
-            "orgChannelApiId": self.org_channel_api_id,
-            "customerChannelKey": phone,
-            "instantAppParameters": parameters,
-        }))
+        Ok(RequestBody {
+            message: with_suffix(&text, self.opt_out_suffix.as_deref()),
+            instant_app_schema_api_id: schema,
+            org_channel_api_id: &self.org_channel_api_id,
+            customer_channel_key: phone,
+            instant_app_parameters: parameters.unwrap_or(empty_object()),
+        })
     }
+}
+
+/// The request body of one message.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestBody<'a> {
+    message: String,
+    instant_app_schema_api_id: String,
+    org_channel_api_id: &'a str,
+    customer_channel_key: String,
+    instant_app_parameters: &'a RawValue,
+}
+
+/// `{}`: the parameters of a message that has none.
+fn empty_object() -> &'static RawValue {
+    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| RawValue::from_string("{}".to_owned()).expect("valid JSON"))
 }
 
 /// `2125550123` or `+12125550123` as the ten digits; anything else is `None`.
@@ -160,7 +188,10 @@ impl Provider for InstantApp {
                     }),
                     detail: json!({ "http_status": response.status }),
                 }),
-                Err(e) => Err(credentials::redact(e, &[&self.api_key])),
+                Err(e) => Err(credentials::scrub_recipient(
+                    credentials::redact(e, &[&self.api_key]),
+                    &message.recipient,
+                )),
             }
         })
     }

@@ -39,6 +39,7 @@ use super::credentials::{self, Env, Secret};
 use super::{Accepted, Provider, SendError, SendResult, http};
 use crate::config::ChannelConfig;
 use crate::error::{Error, Result};
+use crate::lazy_json::{Fields, LazyJson};
 use crate::message::Message;
 
 /// Instaply's public API host.
@@ -146,11 +147,20 @@ impl InstaplyWhatsapp {
     }
 
     async fn attempt(&self, message: &Message, now: DateTime<Utc>) -> SendResult {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = http::deadline(self.timeout);
         let thread = thread_id(&message.recipient)?;
-        let text = text_field(&message.content, "text")?;
-        let template = text_field(&message.content, "contentSid")?;
-        let update_status = text_field(&message.content, "updateThreadStatus")?;
+        let content = message
+            .content
+            .fields()
+            .map_err(|why| SendError::unreadable("content", &why))?;
+        let text = text_field(&content, "text")?;
+        let template = text_field(&content, "contentSid")?;
+        let update_status = text_field(&content, "updateThreadStatus")?;
+        let (text, template, update_status) = (
+            text.as_deref(),
+            template.as_deref(),
+            update_status.as_deref(),
+        );
         let (response, sent_as, fallback) = match (text, template) {
             // Only a template: allowed in or out of the window, no lookup needed.
             (None, Some(sid)) => (
@@ -245,7 +255,10 @@ impl InstaplyWhatsapp {
         match http::execute_until(self.request(request, message), deadline, now).await {
             Ok(_) => json!({ "status": status, "updated": true }),
             Err(e) => {
-                let e = credentials::redact(e, &[&self.token]);
+                let e = credentials::scrub_recipient(
+                    credentials::redact(e, &[&self.token]),
+                    &message.recipient,
+                );
                 json!({ "status": status, "updated": false, "reason": e.reason(), "error": e.detail() })
             }
         }
@@ -259,29 +272,44 @@ impl Provider for InstaplyWhatsapp {
 
     fn send<'a>(&'a self, message: &'a Message, now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
-            self.attempt(message, now)
-                .await
-                .map_err(|e| credentials::redact(e, &[&self.token]))
+            self.attempt(message, now).await.map_err(|e| {
+                credentials::scrub_recipient(
+                    credentials::redact(e, &[&self.token]),
+                    &message.recipient,
+                )
+            })
         })
     }
 }
 
-fn thread_id(recipient: &Value) -> Result<String, SendError> {
-    match recipient.get("customerThreadId") {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
-        _ => Err(SendError::permanent(
+/// The thread id as a string; a numeric id keeps its digits as stored (no round trip through `f64`).
+fn thread_id(recipient: &LazyJson) -> Result<String, SendError> {
+    let invalid = || {
+        SendError::permanent(
             "invalid_content",
             "recipient.customerThreadId: must be a thread id",
-        )),
+        )
+    };
+    let value = recipient
+        .value()
+        .map_err(|why| SendError::unreadable("recipient", why))?;
+    match value.get("customerThreadId") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::Number(_)) => recipient
+            .fields()
+            .ok()
+            .and_then(|f| f.raw("customerThreadId"))
+            .map(|raw| raw.get().to_owned())
+            .ok_or_else(invalid),
+        _ => Err(invalid()),
     }
 }
 
-fn text_field<'a>(content: &'a Value, key: &str) -> Result<Option<&'a str>, SendError> {
-    match content.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
-        Some(_) => Err(SendError::permanent(
+fn text_field(content: &Fields<'_>, key: &str) -> Result<Option<String>, SendError> {
+    match content.string(key) {
+        Ok(None) => Ok(None),
+        Ok(Some(s)) if !s.is_empty() => Ok(Some(s)),
+        _ => Err(SendError::permanent(
             "invalid_content",
             format!("content.{key}: must be a non-empty string"),
         )),

@@ -64,6 +64,15 @@ pub fn build_with(
     client: &reqwest::Client,
     env: credentials::Env,
 ) -> Result<Arc<dyn Provider>> {
+    if let Some(url) = &channel.base_url
+        && crate::config::insecure_http(url)
+    {
+        // Only reachable with allow_insecure_http = true (config validation refuses it otherwise).
+        tracing::warn!(
+            channel = name,
+            "channels.{name}.base_url is plain http to a host that is not loopback (allow_insecure_http = true): credentials and messages cross the network in cleartext"
+        );
+    }
     match channel.kind.as_str() {
         "sandbox" => Ok(Arc::new(sandbox::SandboxProvider::new(
             name, channel, client,

@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -23,6 +24,7 @@ use super::credentials::{self, Env, Secret};
 use super::{Accepted, Provider, SendResult, http};
 use crate::config::ChannelConfig;
 use crate::error::{Error, Result};
+use crate::lazy_json::LazyJson;
 use crate::message::Message;
 
 /// Adapter for `kind = "webhook"`.
@@ -90,17 +92,30 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
+/// The JSON body of one attempt. Recipient and content are their stored text (see [`crate::lazy_json`]): the
+/// gateway receives them exactly as enqueued, numbers included.
+#[derive(Debug, Serialize)]
+pub struct RequestBody<'a> {
+    id: uuid::Uuid,
+    channel: &'a str,
+    recipient: &'a LazyJson,
+    content: &'a LazyJson,
+    use_case: &'a str,
+    tags: &'a [String],
+    attempt: i32,
+}
+
 /// The JSON body of one attempt.
-pub fn request_body(message: &Message) -> Value {
-    json!({
-        "id": message.id,
-        "channel": message.channel,
-        "recipient": message.recipient,
-        "content": message.content,
-        "use_case": message.use_case,
-        "tags": message.tags,
-        "attempt": message.attempt(),
-    })
+pub fn request_body(message: &Message) -> RequestBody<'_> {
+    RequestBody {
+        id: message.id,
+        channel: &message.channel,
+        recipient: &message.recipient,
+        content: &message.content,
+        use_case: &message.use_case,
+        tags: &message.tags,
+        attempt: message.attempt(),
+    }
 }
 
 impl Provider for Webhook {
@@ -135,7 +150,10 @@ impl Provider for Webhook {
                         .map(str::to_owned),
                     detail: json!({ "http_status": response.status }),
                 }),
-                Err(e) => Err(credentials::redact(e, &[&self.secret])),
+                Err(e) => Err(credentials::scrub_recipient(
+                    credentials::redact(e, &[&self.secret]),
+                    &message.recipient,
+                )),
             }
         })
     }

@@ -10,6 +10,7 @@ mod enqueue_sql;
 mod faults;
 mod ops;
 mod policy_e2e;
+mod provider_boundary;
 mod provider_contract;
 mod receipts;
 mod security;

@@ -15,7 +15,7 @@ use tidings::worker::Worker;
 use tidings_client::NewMessage;
 use uuid::Uuid;
 
-use crate::support::{config, count, enqueue_n, live, sync, url_of, wait_until};
+use crate::support::{config, count, enqueue_n, live, sync, tidings_cli, url_of, wait_until};
 
 /// Runs `sql` as `role` in a transaction that is rolled back; returns the SQLSTATE of the error, if any.
 async fn as_role(pool: &PgPool, role: &str, sql: &'static str) -> Option<String> {
@@ -227,4 +227,96 @@ fn the_http_listener_is_loopback_by_default() {
     let config = Config::default();
     assert!(config.http.listen.ip().is_loopback());
     assert_eq!(config.http.listen.to_string(), "127.0.0.1:9464");
+}
+
+/// Whether the connection `url` opens is encrypted; the error text when it does not open.
+async fn tls_of(url: &str) -> Result<bool, String> {
+    let store = Store::connect(url, 1).await.map_err(|e| e.to_string())?;
+    let ssl: bool = sqlx::query_scalar(
+        "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    store.pool().close().await;
+    Ok(ssl)
+}
+
+/// `DATABASE_URL` with `?sslmode=…` is honoured (docs/operations.md, "TLS to PostgreSQL"): `verify-full` with a
+/// root certificate that did not sign the server's is refused, by the worker's pool and by the binary. The local
+/// cluster may or may not have TLS on; the test checks what each mode must do either way.
+///
+/// With sqlx's native-tls, `sslrootcert` is added to the system's trust store (unlike libpq, where it replaces
+/// it). Debian's snakeoil certificate, which the local cluster serves, is in that store (`/etc/ssl/certs`) and
+/// names `localhost`: verify-full to `localhost` then passes whatever `sslrootcert` says. The refusal is checked
+/// at `127.0.0.1`, which the certificate does not name (or, on a cluster whose certificate is not trusted by
+/// the system, by its chain).
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn database_tls_settings_in_the_url_are_honoured(pool: PgPool) {
+    let server_tls: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let base: url::Url = url_of(&pool).await.parse().unwrap();
+    let with = |host: &str, params: &str| {
+        let mut url = base.clone();
+        url.set_host(Some(host)).unwrap();
+        url.set_query(Some(params));
+        url.to_string()
+    };
+    let unrelated_root = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/unrelated-ca.pem"
+    );
+    let verify_full = with(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={unrelated_root}"),
+    );
+
+    assert_eq!(
+        tls_of(&with("127.0.0.1", "sslmode=disable")).await,
+        Ok(false)
+    );
+    let refused = tls_of(&verify_full).await.unwrap_err();
+    if server_tls == "on" {
+        // The server speaks TLS (require connects, encrypted) and prefer uses it: so verify-full failing is the
+        // certificate check, not a missing TLS.
+        assert!(refused.contains("certificate verify failed"), "{refused}");
+        assert_eq!(
+            tls_of(&with("127.0.0.1", "sslmode=require")).await,
+            Ok(true)
+        );
+        assert_eq!(tls_of(&with("127.0.0.1", "sslmode=prefer")).await, Ok(true));
+        // With the server's own (self-signed) certificate as the root, verify-full to localhost connects if that
+        // certificate names localhost; one issued for another name is refused for the name, never the chain.
+        let own: String = sqlx::query_scalar("SHOW ssl_cert_file")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if std::fs::File::open(&own).is_ok() {
+            let own_root = with(
+                "localhost",
+                &format!("sslmode=verify-full&sslrootcert={own}"),
+            );
+            match tls_of(&own_root).await {
+                Ok(encrypted) => assert!(encrypted),
+                Err(e) => assert!(e.contains("mismatch"), "{e}"),
+            }
+        }
+    } else {
+        assert!(tls_of(&with("127.0.0.1", "sslmode=require")).await.is_err());
+        assert_eq!(
+            tls_of(&with("127.0.0.1", "sslmode=prefer")).await,
+            Ok(false)
+        );
+    }
+
+    // The binary reads DATABASE_URL the same way: a non-zero exit and one readable line.
+    let out = tidings_cli(&verify_full, &["stats"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("tidings: ") && stderr.trim_end().lines().count() == 1,
+        "{stderr}"
+    );
 }
