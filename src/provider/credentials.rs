@@ -1,6 +1,6 @@
 //! Credentials: read once at build time from the environment variable a channel setting names, kept out of
 //! `Debug`, and scrubbed from every error detail an adapter returns (a provider may echo a key back in an
-//! error body).
+//! error body), with the message's recipient (event details are readable by producers).
 
 use std::fmt;
 
