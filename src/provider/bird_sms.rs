@@ -183,7 +183,7 @@ impl Provider for BirdSms {
                     self.access_key.header("AccessKey "),
                 )
                 .json(&body);
-            let result = match http::execute(request, self.timeout, now).await {
+            let result = match http::execute(request, self.timeout).await {
                 Ok(response) => accepted(&response),
                 Err(e) => Err(e),
             };

@@ -62,16 +62,17 @@ async fn read_bounded(response: &mut reqwest::Response) -> reqwest::Result<(Vec<
 }
 
 /// Sends a request with the channel's timeout; 2xx comes back as a [`Response`], anything else is classified.
+/// A `Retry-After` counts from the moment the answer arrived (RFC 9110), not from the start of the attempt.
 pub async fn execute(
     request: reqwest::RequestBuilder,
     timeout: Duration,
-    now: DateTime<Utc>,
 ) -> Result<Response, SendError> {
     let mut response = request
         .timeout(timeout)
         .send()
         .await
         .map_err(|e| from_transport(&e))?;
+    let answered_at = Utc::now();
     let status = response.status().as_u16();
     let (body, truncated) = read_bounded(&mut response)
         .await
@@ -93,7 +94,7 @@ pub async fn execute(
         let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
         return Ok(Response { status, json });
     }
-    let mut error = classify(status, response.headers(), &body, now);
+    let mut error = classify(status, response.headers(), &body, answered_at);
     if truncated {
         error.detail_mut()["truncated"] = json!(true);
     }
@@ -106,7 +107,6 @@ pub async fn execute(
 pub async fn execute_until(
     request: reqwest::RequestBuilder,
     deadline: tokio::time::Instant,
-    now: DateTime<Utc>,
 ) -> Result<Response, SendError> {
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     if left.is_zero() {
@@ -115,7 +115,7 @@ pub async fn execute_until(
             detail: json!({ "error": "the attempt's time budget ran out before this request" }),
         });
     }
-    execute(request, left, now).await
+    execute(request, left).await
 }
 
 /// The channel's `base_url` without a trailing slash, or the provider's public default.
@@ -265,5 +265,46 @@ mod tests {
             without_query("error sending request for url (http://h/a?customerThreadId=9)"),
             "error sending request for url (http://h/a)"
         );
+    }
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    /// RFC 9110: `Retry-After: 2` means two seconds after the answer, however long the answer took. (Counted
+    /// from the start of the attempt, an answer that took 1 s would be retried 1 s after it.)
+    #[tokio::test]
+    async fn retry_after_counts_from_the_answer_not_from_the_request() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(429)
+                    .insert_header("retry-after", "2")
+                    .set_delay(Duration::from_millis(1200)),
+            )
+            .mount(&server)
+            .await;
+        let client = client().unwrap();
+        let sent_at = Utc::now();
+        let error = execute(client.post(server.uri()), Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        let returned_at = Utc::now();
+        let SendError::RateLimited {
+            retry_after: Some(at),
+            ..
+        } = error
+        else {
+            panic!("{error:?}");
+        };
+        // The answer came at least 1.2 s after the request: two seconds from it is at least 3.2 s from the send.
+        assert!(
+            at >= sent_at + chrono::Duration::milliseconds(3200),
+            "retry at {at}, request at {sent_at}: counted from the request"
+        );
+        assert!(at <= returned_at + chrono::Duration::seconds(2));
     }
 }

@@ -113,7 +113,7 @@ impl InsiderPush {
     }
 
     /// The bearer token: the configured one, or a cached login token (logging in when there is none).
-    async fn token(&self, deadline: Instant, now: DateTime<Utc>) -> Result<Secret, SendError> {
+    async fn token(&self, deadline: Instant) -> Result<Secret, SendError> {
         let (userkey, password, cache) = match &self.auth {
             Auth::Token(token) => return Ok(token.clone()),
             Auth::Login {
@@ -133,7 +133,7 @@ impl InsiderPush {
             .client
             .post(self.login_url.clone())
             .json(&json!({ "userkey": userkey.expose(), "password": password.expose() }));
-        let response = http::execute_until(request, deadline, now)
+        let response = http::execute_until(request, deadline)
             .await
             .map_err(|e| at_stage(e, "login"))?;
         let Some(token) = response.json.get("access_token").and_then(Value::as_str) else {
@@ -175,37 +175,36 @@ impl InsiderPush {
         body: &RequestBody<'_>,
         token: &Secret,
         deadline: Instant,
-        now: DateTime<Utc>,
     ) -> Result<http::Response, SendError> {
         let request = self
             .client
             .post(self.send_url.clone())
             .header(reqwest::header::AUTHORIZATION, token.header("Bearer "))
             .json(body);
-        http::execute_until(request, deadline, now).await
+        http::execute_until(request, deadline).await
     }
 
-    async fn attempt(&self, message: &Message, now: DateTime<Utc>) -> (SendResult, Option<Secret>) {
+    async fn attempt(&self, message: &Message) -> (SendResult, Option<Secret>) {
         let body = match request_body(message) {
             Ok(b) => b,
             Err(e) => return (Err(e), None),
         };
         let deadline = http::deadline(self.timeout);
-        let mut token = match self.token(deadline, now).await {
+        let mut token = match self.token(deadline).await {
             Ok(t) => t,
             Err(e) => return (Err(e), None),
         };
-        let mut result = self.post(&body, &token, deadline, now).await;
+        let mut result = self.post(&body, &token, deadline).await;
         if matches!(&result, Err(e) if http_status(e) == Some(401))
             && matches!(self.auth, Auth::Login { .. })
         {
             // "Not authenticated. Please re-login." The token expired early or was revoked: once more, fresh.
             self.forget_token().await;
-            token = match self.token(deadline, now).await {
+            token = match self.token(deadline).await {
                 Ok(t) => t,
                 Err(e) => return (Err(e), Some(token)),
             };
-            result = self.post(&body, &token, deadline, now).await;
+            result = self.post(&body, &token, deadline).await;
         }
         let result = match result {
             Ok(response) => accepted(message, &response),
@@ -342,9 +341,9 @@ impl Provider for InsiderPush {
         "insider_push"
     }
 
-    fn send<'a>(&'a self, message: &'a Message, now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
+    fn send<'a>(&'a self, message: &'a Message, _now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
-            let (result, token) = self.attempt(message, now).await;
+            let (result, token) = self.attempt(message).await;
             result.map_err(|e| {
                 let mut secrets: Vec<&Secret> = match &self.auth {
                     Auth::Token(t) => vec![t],

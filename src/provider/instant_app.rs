@@ -165,7 +165,7 @@ impl Provider for InstantApp {
         "instant_app"
     }
 
-    fn send<'a>(&'a self, message: &'a Message, now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
+    fn send<'a>(&'a self, message: &'a Message, _now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
             let body = self.request_body(message)?;
             let request = self
@@ -177,7 +177,7 @@ impl Provider for InstantApp {
                 )
                 .header("Idempotency-Key", message.id.to_string())
                 .json(&body);
-            match http::execute(request, self.timeout, now).await {
+            match http::execute(request, self.timeout).await {
                 Ok(response) => Ok(Accepted {
                     provider_message_id: ["id", "messageId", "messageApiId"].iter().find_map(|k| {
                         match response.json.get(*k) {

@@ -109,7 +109,6 @@ impl InstaplyWhatsapp {
         thread: &str,
         message: &Message,
         deadline: Instant,
-        now: DateTime<Utc>,
         fresh: bool,
     ) -> Result<bool, SendError> {
         if fresh {
@@ -123,7 +122,7 @@ impl InstaplyWhatsapp {
                     .append_pair("customerThreadId", thread);
                 let request = self.client.get(url);
                 let response =
-                    http::execute_until(self.request(request, message), deadline, now).await?;
+                    http::execute_until(self.request(request, message), deadline).await?;
                 Ok::<bool, SendError>(
                     response.json.get("isMessagingWindowOpen") == Some(&Value::Bool(true)),
                 )
@@ -139,14 +138,13 @@ impl InstaplyWhatsapp {
         value: &str,
         message: &Message,
         deadline: Instant,
-        now: DateTime<Utc>,
     ) -> Result<http::Response, SendError> {
         let body = json!({ field: value, "customerThreadId": thread, "internal": false });
         let request = self.client.post(self.send_url.clone()).json(&body);
-        http::execute_until(self.request(request, message), deadline, now).await
+        http::execute_until(self.request(request, message), deadline).await
     }
 
-    async fn attempt(&self, message: &Message, now: DateTime<Utc>) -> SendResult {
+    async fn attempt(&self, message: &Message) -> SendResult {
         let deadline = http::deadline(self.timeout);
         let thread = thread_id(&message.recipient)?;
         let content = message
@@ -164,34 +162,28 @@ impl InstaplyWhatsapp {
         let (response, sent_as, fallback) = match (text, template) {
             // Only a template: allowed in or out of the window, no lookup needed.
             (None, Some(sid)) => (
-                self.send_one(&thread, "contentSid", sid, message, deadline, now)
+                self.send_one(&thread, "contentSid", sid, message, deadline)
                     .await?,
                 "template",
                 false,
             ),
             (Some(text), template) => {
-                if self
-                    .window_open(&thread, message, deadline, now, false)
-                    .await?
-                {
+                if self.window_open(&thread, message, deadline, false).await? {
                     match self
-                        .send_one(&thread, "text", text, message, deadline, now)
+                        .send_one(&thread, "text", text, message, deadline)
                         .await
                     {
                         Ok(r) => (r, "text", false),
                         Err(refusal) if may_be_window_refusal(&refusal) => {
                             // The window may have closed since the lookup: ask again, bypassing the cache.
-                            if self
-                                .window_open(&thread, message, deadline, now, true)
-                                .await?
-                            {
+                            if self.window_open(&thread, message, deadline, true).await? {
                                 return Err(refusal);
                             }
                             let Some(sid) = template else {
                                 return Err(window_closed(&thread, Some(refusal.detail().clone())));
                             };
                             let r = self
-                                .send_one(&thread, "contentSid", sid, message, deadline, now)
+                                .send_one(&thread, "contentSid", sid, message, deadline)
                                 .await?;
                             (r, "template", true)
                         }
@@ -202,7 +194,7 @@ impl InstaplyWhatsapp {
                         return Err(window_closed(&thread, None));
                     };
                     let r = self
-                        .send_one(&thread, "contentSid", sid, message, deadline, now)
+                        .send_one(&thread, "contentSid", sid, message, deadline)
                         .await?;
                     (r, "template", true)
                 }
@@ -221,9 +213,7 @@ impl InstaplyWhatsapp {
             "fallback_template": fallback,
         });
         if let Some(status) = update_status {
-            detail["thread_status"] = self
-                .update_status(&thread, status, message, deadline, now)
-                .await;
+            detail["thread_status"] = self.update_status(&thread, status, message, deadline).await;
         }
         let provider_message_id =
             ["messageId", "id"]
@@ -246,13 +236,12 @@ impl InstaplyWhatsapp {
         status: &str,
         message: &Message,
         deadline: Instant,
-        now: DateTime<Utc>,
     ) -> Value {
         let request = self
             .client
             .post(self.update_status_url.clone())
             .json(&json!({ "customerThreadId": thread, "status": status }));
-        match http::execute_until(self.request(request, message), deadline, now).await {
+        match http::execute_until(self.request(request, message), deadline).await {
             Ok(_) => json!({ "status": status, "updated": true }),
             Err(e) => {
                 let e = credentials::scrub_recipient(
@@ -270,9 +259,9 @@ impl Provider for InstaplyWhatsapp {
         "instaply_whatsapp"
     }
 
-    fn send<'a>(&'a self, message: &'a Message, now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
+    fn send<'a>(&'a self, message: &'a Message, _now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
-            self.attempt(message, now).await.map_err(|e| {
+            self.attempt(message).await.map_err(|e| {
                 credentials::scrub_recipient(
                     credentials::redact(e, &[&self.token]),
                     &message.recipient,

@@ -84,11 +84,10 @@ impl Provider for SandboxProvider {
             };
             // The same request a Bird channel sends (seed 002), so sandbox traffic looks like real traffic.
             let body = super::bird_sms::request_body(message, now)?;
-            let result =
-                match http::execute(client.post(url.clone()).json(&body), timeout, now).await {
-                    Ok(response) => super::bird_sms::accepted(&response),
-                    Err(e) => Err(e),
-                };
+            let result = match http::execute(client.post(url.clone()).json(&body), timeout).await {
+                Ok(response) => super::bird_sms::accepted(&response),
+                Err(e) => Err(e),
+            };
             result.map_err(|e| super::credentials::scrub_recipient(e, &message.recipient))
         })
     }

@@ -142,7 +142,7 @@ impl Provider for Webhook {
                     sign(&self.key.0, &id, timestamp, &body),
                 )
                 .body(body);
-            match http::execute(request, self.timeout, now).await {
+            match http::execute(request, self.timeout).await {
                 Ok(response) => Ok(Accepted {
                     provider_message_id: ["id", "provider_message_id"]
                         .iter()
