@@ -180,15 +180,15 @@ impl Default for BackoffConfig {
 #[serde(deny_unknown_fields)]
 pub struct QuietHoursConfig {
     /// Start of the window, `"HH:MM"` local time.
-    pub start: String,
+    pub(crate) start: String,
     /// End of the window, `"HH:MM"`; before `start` means the window crosses midnight.
-    pub end: String,
+    pub(crate) end: String,
     /// Days the window starts on (`mon` … `sun`); all days when empty.
     #[serde(default)]
-    pub days: Vec<String>,
+    pub(crate) days: Vec<String>,
     /// Use cases the window applies to.
     #[serde(default = "default_quiet_use_cases")]
-    pub applies_to: Vec<String>,
+    pub(crate) applies_to: Vec<String>,
 }
 
 fn default_quiet_use_cases() -> Vec<String> {
@@ -200,15 +200,15 @@ fn default_quiet_use_cases() -> Vec<String> {
 #[serde(deny_unknown_fields)]
 pub struct FrequencyCapConfig {
     /// Messages allowed in the period.
-    pub max: u32,
+    pub(crate) max: u32,
     /// The period.
     #[serde(with = "humantime_serde")]
-    pub per: Duration,
+    pub(crate) per: Duration,
 }
 
 impl ChannelConfig {
     /// A string setting of the adapter, or a config error naming `channels.NAME.key`.
-    pub fn setting_str(&self, channel: &str, key: &str) -> Result<&str> {
+    pub(crate) fn setting_str(&self, channel: &str, key: &str) -> Result<&str> {
         match self.settings.get(key) {
             Some(toml::Value::String(s)) => Ok(s),
             Some(_) => Err(Error::Config(format!(
@@ -222,7 +222,7 @@ impl ChannelConfig {
     }
 
     /// The non-secret policy stored in `tidings.channels.policy` (read by `tidings.enqueue`).
-    pub fn policy_json(&self) -> serde_json::Value {
+    pub(crate) fn policy_json(&self) -> serde_json::Value {
         serde_json::json!({
             "max_attempts": self.max_attempts,
             "validity": self.validity,
@@ -282,7 +282,7 @@ impl ChannelConfig {
 
 impl Config {
     /// Reads and validates a config file.
-    pub fn load(path: &Path) -> Result<Config> {
+    pub(crate) fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         Self::parse(&text).map_err(|e| match e {
@@ -310,7 +310,7 @@ impl Config {
     }
 
     /// Checks the rules no type expresses.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let w = &self.worker;
         let positive = [
             ("worker.concurrency", w.concurrency),
@@ -401,7 +401,7 @@ impl Config {
 
 /// Whether `url` is plain `http://` to a host that is not loopback (127.0.0.0/8, ::1, `localhost`). A URL that
 /// does not parse is left to the adapter, which names the key with the parser's error.
-pub fn insecure_http(url: &str) -> bool {
+pub(crate) fn insecure_http(url: &str) -> bool {
     let Ok(url) = url::Url::parse(url) else {
         return false;
     };

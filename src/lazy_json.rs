@@ -1,9 +1,9 @@
 //! [`LazyJson`]: a JSON document read from the database and parsed on first use.
 //!
 //! A claim hands the worker thousands of messages per second, and building a `serde_json::Value` tree for each
-//! message's recipient and content (then dropping it) was a third of the worker's CPU in the no-op benchmark
-//! (`perf`, 100,000-message drain). Decoding now only checks and copies the JSON text; the tree is built the first
-//! time policy or an adapter reads the document, once.
+//! message's recipient and content (then dropping it) dominated the worker's CPU in the no-op benchmark (the
+//! profile is in the README's Performance section). Decoding only checks and copies the JSON text; the tree is
+//! built the first time policy or an adapter reads the document, once.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,11 +37,11 @@ pub struct LazyJson {
 pub struct Unreadable {
     /// What went wrong, as `serde_json` words it without the position (`recursion limit exceeded`, `number out
     /// of range`).
-    pub error: String,
+    pub(crate) error: String,
     /// Where, 1-based.
-    pub line: usize,
+    pub(crate) line: usize,
     /// Where, 1-based.
-    pub column: usize,
+    pub(crate) column: usize,
 }
 
 impl Unreadable {
@@ -76,7 +76,7 @@ static NULL: Value = Value::Null;
 impl LazyJson {
     /// The document as a tree, parsed on first use, or why it cannot be one. Code that decides from a document
     /// reads it here, so an unreadable document is an outcome, never a silent `null`.
-    pub fn value(&self) -> Result<&Value, &Unreadable> {
+    pub(crate) fn value(&self) -> Result<&Value, &Unreadable> {
         self.value
             .get_or_init(|| {
                 let raw = self
@@ -94,7 +94,7 @@ impl LazyJson {
     }
 
     /// The document's text: as stored (as `jsonb` returns it), or the value's serialisation.
-    pub fn raw(&self) -> &RawValue {
+    pub(crate) fn raw(&self) -> &RawValue {
         self.raw.get_or_init(|| {
             let value = match self.value.get() {
                 Some(Ok(value)) => value,
@@ -108,7 +108,7 @@ impl LazyJson {
     /// The top-level members of an object document, each as its text, without parsing the members (no depth
     /// limit, no number conversion): what adapters copy into a request, so it goes out exactly as stored. A
     /// document that is not an object has no members.
-    pub fn fields(&self) -> Result<Fields<'_>, Unreadable> {
+    pub(crate) fn fields(&self) -> Result<Fields<'_>, Unreadable> {
         let raw = self.raw().get();
         if !raw.trim_start().starts_with('{') {
             return Ok(Fields(BTreeMap::new()));
@@ -121,21 +121,21 @@ impl LazyJson {
 
 /// The top-level members of an object document, as text (see [`LazyJson::fields`]).
 #[derive(Debug, Default)]
-pub struct Fields<'a>(BTreeMap<String, &'a RawValue>);
+pub(crate) struct Fields<'a>(BTreeMap<String, &'a RawValue>);
 
 impl<'a> Fields<'a> {
     /// A member's text, `null` included; `None` when absent.
-    pub fn raw(&self, key: &str) -> Option<&'a RawValue> {
+    pub(crate) fn raw(&self, key: &str) -> Option<&'a RawValue> {
         self.0.get(key).copied()
     }
 
     /// A member's text, absent and `null` alike as `None`.
-    pub fn present(&self, key: &str) -> Option<&'a RawValue> {
+    pub(crate) fn present(&self, key: &str) -> Option<&'a RawValue> {
         self.raw(key).filter(|r| r.get() != "null")
     }
 
     /// A string member: `Ok(None)` when absent or `null`, an error when it is something else.
-    pub fn string(&self, key: &str) -> serde_json::Result<Option<String>> {
+    pub(crate) fn string(&self, key: &str) -> serde_json::Result<Option<String>> {
         self.present(key)
             .map(|raw| serde_json::from_str::<String>(raw.get()))
             .transpose()
@@ -143,7 +143,7 @@ impl<'a> Fields<'a> {
 }
 
 /// Whether a member's text is a JSON object (`{…}`).
-pub fn is_object(raw: &RawValue) -> bool {
+pub(crate) fn is_object(raw: &RawValue) -> bool {
     raw.get().starts_with('{')
 }
 

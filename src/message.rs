@@ -46,8 +46,8 @@ pub struct Message {
 }
 
 /// By position, in the order of the `RETURNING` list of `queries/message_claim.sql` (keep the two in step; every
-/// claim test fails at once if they are not). Looking the 17 columns up by name, hashing each name for each row,
-/// was 4% of the worker's CPU in the no-op benchmark. Types are still checked column by column.
+/// claim test fails at once if they are not): looking the columns up by name hashes each name for each row, on
+/// the hottest path. Types are still checked column by column.
 impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Message {
     fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
         use sqlx::Row;
@@ -75,7 +75,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Message {
 
 impl Message {
     /// The number of the attempt being made now (1-based).
-    pub fn attempt(&self) -> i32 {
+    pub(crate) fn attempt(&self) -> i32 {
         self.attempts + 1
     }
 
@@ -112,7 +112,7 @@ impl Message {
     }
 
     /// Seconds of validity left at `now` (never negative).
-    pub fn remaining_validity(&self, now: DateTime<Utc>) -> i64 {
+    pub(crate) fn remaining_validity(&self, now: DateTime<Utc>) -> i64 {
         (self.expires_at - now).num_seconds().max(0)
     }
 }

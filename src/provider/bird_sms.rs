@@ -22,11 +22,11 @@ use crate::error::Result;
 use crate::message::Message;
 
 /// Bird's public API host.
-pub const DEFAULT_BASE_URL: &str = "https://api.bird.com";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.bird.com";
 
 /// Adapter for `kind = "bird_sms"`.
 #[derive(Debug)]
-pub struct BirdSms {
+pub(crate) struct BirdSms {
     client: reqwest::Client,
     url: reqwest::Url,
     access_key: Secret,
@@ -35,7 +35,7 @@ pub struct BirdSms {
 
 impl BirdSms {
     /// Reads the settings and the access key; errors name the setting.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         config: &ChannelConfig,
         client: &reqwest::Client,
@@ -63,7 +63,7 @@ impl BirdSms {
 /// [`crate::lazy_json`]), so template parameters and content reach Bird exactly as enqueued.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RequestBody<'a> {
+pub(crate) struct RequestBody<'a> {
     receiver: Receiver<'a>,
     reference: Uuid,
     validity: i64,
@@ -93,7 +93,10 @@ struct Contact<'a> {
 }
 
 /// The request body for `message` at `now`, or why the content cannot make one.
-pub fn request_body(message: &Message, now: DateTime<Utc>) -> Result<RequestBody<'_>, SendError> {
+pub(crate) fn request_body(
+    message: &Message,
+    now: DateTime<Utc>,
+) -> Result<RequestBody<'_>, SendError> {
     let recipient = message
         .recipient
         .value()
@@ -143,7 +146,7 @@ pub fn request_body(message: &Message, now: DateTime<Utc>) -> Result<RequestBody
 }
 
 /// Reads Bird's answer: `id` is the provider message id; a 2xx whose `status` is `rejected` is a refusal.
-pub fn accepted(response: &http::Response) -> SendResult {
+pub(crate) fn accepted(response: &http::Response) -> SendResult {
     let status = response.json.get("status").and_then(Value::as_str);
     if status == Some("rejected") {
         return Err(SendError::Permanent {
@@ -168,10 +171,6 @@ pub fn accepted(response: &http::Response) -> SendResult {
 }
 
 impl Provider for BirdSms {
-    fn kind(&self) -> &'static str {
-        "bird_sms"
-    }
-
     fn send<'a>(&'a self, message: &'a Message, now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
             let body = request_body(message, now)?;

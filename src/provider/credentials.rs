@@ -12,25 +12,25 @@ use crate::error::{Error, Result};
 use crate::lazy_json::LazyJson;
 
 /// Looks up an environment variable. [`super::build`] passes the process environment; tests pass a map.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// A credential. Its `Debug` never shows the value.
 #[derive(Clone)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps a value (tests, derived tokens).
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
     /// The value, for the one place that puts it in a request.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// `{prefix}{value}` as a header value marked sensitive (kept out of HTTP/2 header tables and debug output).
-    pub fn header(&self, prefix: &str) -> reqwest::header::HeaderValue {
+    pub(crate) fn header(&self, prefix: &str) -> reqwest::header::HeaderValue {
         // from_env only admits visible ASCII, so this cannot fail for a secret read there.
         let mut value = reqwest::header::HeaderValue::from_str(&format!("{prefix}{}", self.0))
             .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
@@ -48,7 +48,7 @@ impl fmt::Debug for Secret {
 /// Reads the secret held by the environment variable named by setting `key` of channel `name`. A missing
 /// setting, a missing variable or an empty one is a config error naming the setting and the variable (never
 /// the value).
-pub fn from_env(name: &str, channel: &ChannelConfig, key: &str, env: Env) -> Result<Secret> {
+pub(crate) fn from_env(name: &str, channel: &ChannelConfig, key: &str, env: Env) -> Result<Secret> {
     let var = channel.setting_str(name, key)?;
     match env(var) {
         Some(value) if !value.trim().is_empty() => {
@@ -72,7 +72,7 @@ pub fn from_env(name: &str, channel: &ChannelConfig, key: &str, env: Env) -> Res
 /// Replaces every occurrence of the secrets in the error's detail with `***`: in strings and object keys, as
 /// given and in the forms a provider may echo them in (base64, standard and URL-safe, padded or not, also inside
 /// a longer base64 text such as a Basic `user:secret` header; URL-encoded).
-pub fn redact(mut error: SendError, secrets: &[&Secret]) -> SendError {
+pub(crate) fn redact(mut error: SendError, secrets: &[&Secret]) -> SendError {
     let mut needles = Vec::new();
     for secret in secrets {
         // Very short values would shred unrelated text; credentials are never that short.
@@ -87,7 +87,7 @@ pub fn redact(mut error: SendError, secrets: &[&Secret]) -> SendError {
 /// Replaces the recipient's identifiers (every string or number in it: phone, email, ids) in the error's detail
 /// with `***`, as given and URL-encoded, and a phone number also without its `+`. A provider may echo them in
 /// its answer, and the detail is readable by producers through `tidings.events`.
-pub fn scrub_recipient(mut error: SendError, recipient: &LazyJson) -> SendError {
+pub(crate) fn scrub_recipient(mut error: SendError, recipient: &LazyJson) -> SendError {
     let mut needles = Vec::new();
     if let Ok(value) = recipient.value() {
         recipient_needles(value, &mut needles);

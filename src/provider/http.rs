@@ -12,12 +12,12 @@ use super::retry::{self, Class};
 use crate::error::{Error, Result};
 
 /// Longest body excerpt kept in an event's detail (which producers can read through `tidings.events`).
-pub const BODY_EXCERPT: usize = 512;
+pub(crate) const BODY_EXCERPT: usize = 512;
 
 /// Most bytes of an answer read. A provider answers a send with a few hundred bytes; a larger answer is read no
 /// further (the connection is dropped, not reused) and classified by its status, so a misbehaving provider
 /// cannot make a worker buffer without bound.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// The one HTTP client of a worker process (connection pooling is per client). Timeouts are per request.
 pub fn client() -> Result<reqwest::Client> {
@@ -33,16 +33,16 @@ pub fn client() -> Result<reqwest::Client> {
 
 /// A response body, read up to [`MAX_BODY`].
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     /// HTTP status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// The body parsed as JSON, or `Value::Null` when it is not JSON or larger than [`MAX_BODY`].
-    pub json: Value,
+    pub(crate) json: Value,
 }
 
 /// The instant `timeout` from now; a timeout past the clock's range (which `Instant + Duration` would panic on)
 /// is as good as none.
-pub fn deadline(timeout: Duration) -> tokio::time::Instant {
+pub(crate) fn deadline(timeout: Duration) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
@@ -63,7 +63,7 @@ async fn read_bounded(response: &mut reqwest::Response) -> reqwest::Result<(Vec<
 
 /// Sends a request with the channel's timeout; 2xx comes back as a [`Response`], anything else is classified.
 /// A `Retry-After` counts from the moment the answer arrived (RFC 9110), not from the start of the attempt.
-pub async fn execute(
+pub(crate) async fn execute(
     request: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<Response, SendError> {
@@ -104,7 +104,7 @@ pub async fn execute(
 /// Like [`execute`], with whatever is left of an attempt's time budget: an adapter that makes several requests
 /// in one attempt (a lookup, a send, a follow-up) keeps the whole attempt within the channel's `timeout`, so a
 /// send never outlives the lease. Nothing left is a `timeout` before any request is made.
-pub async fn execute_until(
+pub(crate) async fn execute_until(
     request: reqwest::RequestBuilder,
     deadline: tokio::time::Instant,
 ) -> Result<Response, SendError> {
@@ -119,7 +119,7 @@ pub async fn execute_until(
 }
 
 /// The channel's `base_url` without a trailing slash, or the provider's public default.
-pub fn base_url(channel: &crate::config::ChannelConfig, default: &str) -> String {
+pub(crate) fn base_url(channel: &crate::config::ChannelConfig, default: &str) -> String {
     channel
         .base_url
         .as_deref()
@@ -131,7 +131,7 @@ pub fn base_url(channel: &crate::config::ChannelConfig, default: &str) -> String
 /// Parses a channel's endpoint once, when the adapter is built: a bad `base_url` stops the worker at start with
 /// the setting named, instead of failing every message, and no request parses its URL again. The URL itself is
 /// not echoed: it may carry credentials.
-pub fn endpoint(name: &str, url: &str) -> Result<reqwest::Url> {
+pub(crate) fn endpoint(name: &str, url: &str) -> Result<reqwest::Url> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| Error::Config(format!("channels.{name}.base_url: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -145,7 +145,12 @@ pub fn endpoint(name: &str, url: &str) -> Result<reqwest::Url> {
 /// Maps a non-2xx answer to a [`SendError`] with the status and a body excerpt in the detail: only what was
 /// classified and at most [`BODY_EXCERPT`] bytes of the body, never the whole answer (adapters then scrub the
 /// recipient and credentials from it, see [`super::credentials`]).
-pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> SendError {
+pub(crate) fn classify(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> SendError {
     let mut detail = json!({ "http_status": status });
     if !body.is_empty() {
         detail["excerpt"] = json!(excerpt(body));
@@ -174,13 +179,13 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: DateTime<Utc
 
 /// The first [`BODY_EXCERPT`] bytes of `body` as text (invalid UTF-8 and a character cut at the end shown as
 /// U+FFFD).
-pub fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]).into_owned()
 }
 
 /// A value taken from a provider's answer into an event's detail, bounded: as is when its JSON text fits in
 /// [`BODY_EXCERPT`] bytes, else an excerpt of that text.
-pub fn bounded(value: Option<&Value>) -> Value {
+pub(crate) fn bounded(value: Option<&Value>) -> Value {
     match value {
         None => Value::Null,
         Some(v) => {
@@ -196,7 +201,7 @@ pub fn bounded(value: Option<&Value>) -> Value {
 
 /// Maps a transport failure (timeout, refused connection, reset) to a retryable error. The request may have
 /// reached the provider; the retry carries the same idempotency key.
-pub fn from_transport(err: &reqwest::Error) -> SendError {
+pub(crate) fn from_transport(err: &reqwest::Error) -> SendError {
     let reason = if err.is_timeout() {
         "timeout"
     } else if err.is_connect() {

@@ -1,20 +1,6 @@
 //! `kind = "insider_push"`: a push broadcast through SendInstantPush (seed 004).
 //!
-//! The seed copy lost its field names. The public reference it was taken from is D·engage's "SendInstantPush"
-//! page (<https://dev.dengage.com/reference/sendinstantpush>, same wording, the platform Insider's docs point
-//! to); its rendered text lists the fields but not their names either. The names, the endpoint and the header
-//! come from public code that calls this API (a D·engage pre-sales demo, `factory/panel/send-instant-push.mjs`
-//! and a `dtelco-broadcast` function):
-//!
-//! - `POST {base}/rest/push/sendInstant`, base `https://api.dengage.com` (regional hosts look like
-//!   `https://tr-api.dengage.com`), header `Authorization: Bearer <access_token>`, `Content-Type:
-//!   application/json`; the token comes from `POST {base}/rest/login` with `{"userkey", "password"}` and
-//!   answers `{"access_token", "expires_in"}` (the seed's header default `{$$.env.access_token}` is that token);
-//! - body: `applicationIds` (array), `content` (object: `title`, `message`, `targetUrl`, `mediaUrl`, or a
-//!   `templateId`) XOR `multiLangContent`, `segmentId` XOR `tableId` (UUIDs), `scheduleDate` (UTC; null or
-//!   absent = send now), `trackingId` (a UUID of ours; generated and returned when absent), and the last-engaged
-//!   flag `useOnlyEngagedTokens` (boolean);
-//! - answer: `{"code": 0, "message", "data": {"trackingId"}}`; a non-zero `code` is not a send.
+//! Where the field names come from (the seed lost them) is told in `docs/channels.md`.
 //!
 //! This adapter sends our message id as `trackingId` (the idempotency key, and the provider message id unless
 //! the answer names another), never `scheduleDate` (tidings schedules; the claim happens when it is due), and
@@ -44,17 +30,14 @@ use crate::lazy_json;
 use crate::message::Message;
 
 /// The API host of the public reference.
-pub const DEFAULT_BASE_URL: &str = "https://api.dengage.com";
-
-/// The API's name for "only last engaged tokens" (the content key is `onlyLastEngaged`).
-pub const LAST_ENGAGED_FIELD: &str = "useOnlyEngagedTokens";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.dengage.com";
 
 /// Renew a login token this long before the provider says it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
 /// Adapter for `kind = "insider_push"`.
 #[derive(Debug)]
-pub struct InsiderPush {
+pub(crate) struct InsiderPush {
     client: reqwest::Client,
     login_url: reqwest::Url,
     send_url: reqwest::Url,
@@ -74,7 +57,7 @@ enum Auth {
 
 impl InsiderPush {
     /// Reads the settings and the credentials; errors name the setting.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         config: &ChannelConfig,
         client: &reqwest::Client,
@@ -218,7 +201,7 @@ impl InsiderPush {
 /// (see [`crate::lazy_json`]), so they reach the provider exactly as enqueued.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RequestBody<'a> {
+pub(crate) struct RequestBody<'a> {
     application_ids: &'a [Value],
     tracking_id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -229,13 +212,13 @@ pub struct RequestBody<'a> {
     content: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     multi_lang_content: Option<&'a RawValue>,
-    /// [`LAST_ENGAGED_FIELD`]
+    /// `useOnlyEngagedTokens`: the API's name for the content key `onlyLastEngaged`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     use_only_engaged_tokens: bool,
 }
 
 /// The SendInstantPush body for `message`, or why its content cannot make one.
-pub fn request_body(message: &Message) -> Result<RequestBody<'_>, SendError> {
+pub(crate) fn request_body(message: &Message) -> Result<RequestBody<'_>, SendError> {
     let invalid = |m: &str| SendError::permanent("invalid_content", m);
     let r = message
         .recipient
@@ -337,10 +320,6 @@ fn at_stage(mut error: SendError, stage: &str) -> SendError {
 }
 
 impl Provider for InsiderPush {
-    fn kind(&self) -> &'static str {
-        "insider_push"
-    }
-
     fn send<'a>(&'a self, message: &'a Message, _now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
             let (result, token) = self.attempt(message).await;

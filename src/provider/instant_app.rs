@@ -32,7 +32,7 @@ use crate::message::Message;
 
 /// Adapter for `kind = "instant_app"`.
 #[derive(Debug)]
-pub struct InstantApp {
+pub(crate) struct InstantApp {
     client: reqwest::Client,
     url: reqwest::Url,
     org_channel_api_id: String,
@@ -45,7 +45,7 @@ pub struct InstantApp {
 
 impl InstantApp {
     /// Reads the settings and the API key; errors name the setting.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         config: &ChannelConfig,
         client: &reqwest::Client,
@@ -85,7 +85,10 @@ impl InstantApp {
 
     /// The request body for `message`, or why its content cannot make one. `instantAppParameters` is the
     /// content's member as stored (see [`crate::lazy_json`]): it reaches the provider exactly as enqueued.
-    pub fn request_body<'a>(&'a self, message: &'a Message) -> Result<RequestBody<'a>, SendError> {
+    pub(crate) fn request_body<'a>(
+        &'a self,
+        message: &'a Message,
+    ) -> Result<RequestBody<'a>, SendError> {
         let invalid = |m: &str| SendError::permanent("invalid_content", m);
         let recipient = message
             .recipient
@@ -132,7 +135,7 @@ impl InstantApp {
 /// The request body of one message.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RequestBody<'a> {
+pub(crate) struct RequestBody<'a> {
     message: String,
     instant_app_schema_api_id: String,
     org_channel_api_id: &'a str,
@@ -147,13 +150,13 @@ fn empty_object() -> &'static RawValue {
 }
 
 /// `2125550123` or `+12125550123` as the ten digits; anything else is `None`.
-pub fn ten_digits(phone: &str) -> Option<String> {
+pub(crate) fn ten_digits(phone: &str) -> Option<String> {
     let digits = phone.strip_prefix("+1").unwrap_or(phone);
     (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.to_owned())
 }
 
 /// Appends the opt-out suffix after a space, unless the text already carries it.
-pub fn with_suffix(text: &str, suffix: Option<&str>) -> String {
+pub(crate) fn with_suffix(text: &str, suffix: Option<&str>) -> String {
     match suffix {
         Some(suffix) if !text.contains(suffix) => format!("{} {suffix}", text.trim_end()),
         _ => text.to_owned(),
@@ -161,10 +164,6 @@ pub fn with_suffix(text: &str, suffix: Option<&str>) -> String {
 }
 
 impl Provider for InstantApp {
-    fn kind(&self) -> &'static str {
-        "instant_app"
-    }
-
     fn send<'a>(&'a self, message: &'a Message, _now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
             let body = self.request_body(message)?;

@@ -43,14 +43,14 @@ use crate::lazy_json::{Fields, LazyJson};
 use crate::message::Message;
 
 /// Instaply's public API host.
-pub const DEFAULT_BASE_URL: &str = "https://me.instaply.com";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://me.instaply.com";
 
 /// Most threads whose window state is cached at once.
 const THREAD_CACHE_MAX: usize = 10_000;
 
 /// Adapter for `kind = "instaply_whatsapp"`.
 #[derive(Debug)]
-pub struct InstaplyWhatsapp {
+pub(crate) struct InstaplyWhatsapp {
     client: reqwest::Client,
     thread_details_url: reqwest::Url,
     send_url: reqwest::Url,
@@ -62,7 +62,7 @@ pub struct InstaplyWhatsapp {
 
 impl InstaplyWhatsapp {
     /// Reads the settings and the API key; errors name the setting.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         config: &ChannelConfig,
         client: &reqwest::Client,
@@ -255,10 +255,6 @@ impl InstaplyWhatsapp {
 }
 
 impl Provider for InstaplyWhatsapp {
-    fn kind(&self) -> &'static str {
-        "instaply_whatsapp"
-    }
-
     fn send<'a>(&'a self, message: &'a Message, _now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
             self.attempt(message).await.map_err(|e| {

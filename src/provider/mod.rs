@@ -6,14 +6,14 @@
 //! ([`crate::policy::after_send_error`]) turns errors into outcomes.
 //! Adapters never log or return a credential.
 
-pub mod bird_sms;
-pub mod credentials;
+pub(crate) mod bird_sms;
+pub(crate) mod credentials;
 pub mod http;
-pub mod insider_push;
-pub mod instant_app;
-pub mod instaply_whatsapp;
-pub mod retry;
-pub mod sandbox;
+pub(crate) mod insider_push;
+pub(crate) mod instant_app;
+pub(crate) mod instaply_whatsapp;
+pub(crate) mod retry;
+pub(crate) mod sandbox;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -29,9 +29,6 @@ pub use crate::outcome::{Accepted, SendError, SendResult};
 
 /// One provider API. Implementations are cheap to share (`Arc`) and safe to call concurrently.
 pub trait Provider: Send + Sync {
-    /// The channel kind this adapter serves (`bird_sms`, …).
-    fn kind(&self) -> &'static str;
-
     /// Sends one message. `now` is the instant the attempt started (for remaining validity and the like).
     /// The message id is the idempotency key: a retry of the same message sends the same id.
     fn send<'a>(&'a self, message: &'a Message, now: DateTime<Utc>) -> BoxFuture<'a, SendResult>;
@@ -47,7 +44,7 @@ pub fn build_all(config: &Config) -> Result<Providers> {
 }
 
 /// Like [`build_all`], reading credentials through `env`.
-pub fn build_all_with(config: &Config, env: credentials::Env) -> Result<Providers> {
+pub(crate) fn build_all_with(config: &Config, env: credentials::Env) -> Result<Providers> {
     let client = http::client()?;
     config
         .channels
@@ -98,7 +95,7 @@ pub fn build_with(
 }
 
 /// Every channel kind tidings knows.
-pub const KINDS: &[&str] = &[
+pub(crate) const KINDS: &[&str] = &[
     "bird_sms",
     "instaply_whatsapp",
     "insider_push",

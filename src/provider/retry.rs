@@ -3,11 +3,11 @@
 use chrono::{DateTime, Duration, Utc};
 
 /// Longest wait a `Retry-After` may ask for; longer (absurd) values are clamped to it.
-pub const MAX_RETRY_AFTER: Duration = Duration::hours(1);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::hours(1);
 
 /// How an HTTP status is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     /// 429: wait for `Retry-After`, pause the channel, spend no attempt.
     RateLimited,
     /// 408, 425, 5xx (and transport failures): retry with backoff, spending an attempt.
@@ -17,7 +17,7 @@ pub enum Class {
 }
 
 /// The one table. 2xx never reaches it.
-pub fn classify_status(status: u16) -> Class {
+pub(crate) fn classify_status(status: u16) -> Class {
     match status {
         429 => Class::RateLimited,
         408 | 425 | 500..=599 => Class::Transient,
@@ -27,7 +27,7 @@ pub fn classify_status(status: u16) -> Class {
 
 /// Parses `Retry-After` (delta-seconds or an HTTP-date). A date in the past means now; values beyond
 /// [`MAX_RETRY_AFTER`] are clamped; anything unreadable is `None` (the caller falls back to its backoff).
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let value = value.trim();
     let at = if let Ok(secs) = value.parse::<u64>() {
         now + Duration::seconds(secs.min(MAX_RETRY_AFTER.num_seconds() as u64) as i64)

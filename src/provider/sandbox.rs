@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 
 /// Adapter for `kind = "sandbox"`.
-pub struct SandboxProvider {
+pub(crate) struct SandboxProvider {
     target: Target,
 }
 
@@ -27,7 +27,11 @@ enum Target {
 
 impl SandboxProvider {
     /// Reads `mode` (`http`, the default, or `noop`) and, for `http`, `base_url`.
-    pub fn new(name: &str, config: &ChannelConfig, client: &reqwest::Client) -> Result<Self> {
+    pub(crate) fn new(
+        name: &str,
+        config: &ChannelConfig,
+        client: &reqwest::Client,
+    ) -> Result<Self> {
         let mode = match config.settings.get("mode") {
             None => "http",
             Some(_) => config.setting_str(name, "mode")?,
@@ -63,10 +67,6 @@ impl SandboxProvider {
 }
 
 impl Provider for SandboxProvider {
-    fn kind(&self) -> &'static str {
-        "sandbox"
-    }
-
     fn send<'a>(&'a self, message: &'a Message, now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
             let (client, url, timeout) = match &self.target {

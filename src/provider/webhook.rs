@@ -29,7 +29,7 @@ use crate::message::Message;
 
 /// Adapter for `kind = "webhook"`.
 #[derive(Debug)]
-pub struct Webhook {
+pub(crate) struct Webhook {
     client: reqwest::Client,
     url: reqwest::Url,
     secret: Secret,
@@ -48,7 +48,7 @@ impl std::fmt::Debug for SigningKey {
 
 impl Webhook {
     /// Reads the settings and the secret; errors name the setting.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         config: &ChannelConfig,
         client: &reqwest::Client,
@@ -95,7 +95,7 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 /// The JSON body of one attempt. Recipient and content are their stored text (see [`crate::lazy_json`]): the
 /// gateway receives them exactly as enqueued, numbers included.
 #[derive(Debug, Serialize)]
-pub struct RequestBody<'a> {
+pub(crate) struct RequestBody<'a> {
     id: uuid::Uuid,
     channel: &'a str,
     recipient: &'a LazyJson,
@@ -106,7 +106,7 @@ pub struct RequestBody<'a> {
 }
 
 /// The JSON body of one attempt.
-pub fn request_body(message: &Message) -> RequestBody<'_> {
+pub(crate) fn request_body(message: &Message) -> RequestBody<'_> {
     RequestBody {
         id: message.id,
         channel: &message.channel,
@@ -119,10 +119,6 @@ pub fn request_body(message: &Message) -> RequestBody<'_> {
 }
 
 impl Provider for Webhook {
-    fn kind(&self) -> &'static str {
-        "webhook"
-    }
-
     fn send<'a>(&'a self, message: &'a Message, now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
             // Serialised once: the signature covers exactly the bytes sent.

@@ -422,10 +422,6 @@ fn the_worker_refuses_a_lease_shorter_than_twice_the_send_timeout() {
 struct Poison;
 
 impl Provider for Poison {
-    fn kind(&self) -> &'static str {
-        "sandbox"
-    }
-
     fn send<'a>(&'a self, message: &'a Message, _now: DateTime<Utc>) -> BoxFuture<'a, SendResult> {
         let text = message.content["body"]["text"]["text"]
             .as_str()
