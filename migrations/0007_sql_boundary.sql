@@ -147,6 +147,20 @@ LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT 1 FROM tidings.time_zones z WHERE z.name = tz)
 $$;
 
+-- Two of 0002's helpers, cheaper for the same answers (they run for nearly every message; measured with the
+-- backend's CPU time over 200000 calls: 0.73 -> 0.54 us and 0.80 -> 0.42 us). A BETWEEN evaluates its operand
+-- twice, so the length is computed once against a range. An E.164 number is read with ->> directly: a JSON
+-- number, boolean, object or array never reads as '+' and digits, so the type check was redundant.
+CREATE OR REPLACE FUNCTION tidings.is_text(v jsonb, max_len integer DEFAULT 10000) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(jsonb_typeof(v) = 'string' AND int4range(1, max_len, '[]') @> length(v #>> '{}'), false)
+$$;
+
+CREATE FUNCTION tidings.is_e164_text(phone text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(phone ~ '^\+[1-9][0-9]*$' AND int4range(8, 16, '[]') @> length(phone), false)
+$$;
+
 -- NULL, or why `v` (the recipient or the content, named `part`) is JSON the worker cannot represent. serde_json
 -- stops at 128 nested levels; 32 leaves room for the envelope the adapters wrap around content. It reads numbers
 -- as f64, and not exactly (serde_json's default parse is off by an ulp or so): PostgreSQL prints
@@ -157,7 +171,7 @@ CREATE FUNCTION tidings.check_representable(part text, v jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
         WHEN jsonb_path_exists(v, 'strict $.**{33}') THEN part || ': nested deeper than 32 levels'
-        WHEN jsonb_path_exists(v, 'strict $.** ? (@.type() == "number" && (@ > 1e308 || @ < -1e308))')
+        WHEN jsonb_path_exists(v, 'strict $.** ? (@.abs() > 1e308)')
             THEN part || ': numbers must be between -1e308 and 1e308'
     END
 $$;
@@ -264,7 +278,7 @@ CREATE OR REPLACE FUNCTION tidings.check_shape(kind text, recipient jsonb, conte
 LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN kind IN ('sandbox', 'bird_sms') THEN CASE
-            WHEN NOT tidings.is_e164(recipient -> 'phone')
+            WHEN NOT tidings.is_e164_text(recipient ->> 'phone')
                 THEN 'recipient.phone: must be an E.164 phone number such as +31612345678'
             ELSE tidings.check_bird_content(content)
             END
@@ -365,8 +379,16 @@ LANGUAGE sql STABLE AS $$
         WHEN pg_column_size(content) > 65536 THEN 'content: must be at most 64 KiB'
         WHEN pg_column_size(recipient) > 4096 THEN 'recipient: must be at most 4 KiB'
         ELSE coalesce(
-            tidings.check_representable('recipient', recipient),
-            tidings.check_representable('content', content),
+            -- Both are rare, so one cheap pass over the whole message decides whether each part must say which:
+            -- four passes (depth and numbers, per part) cost about 1.2 us per message, a tenth of bulk enqueue.
+            -- `.abs()` is the cheapest number test (it fails, so filters out, on anything but a number). Nothing
+            -- is 33 levels deep in fewer than 268 bytes of jsonb (8 per level: a container's header and its
+            -- entry in the parent), so small messages skip the depth pass.
+            CASE WHEN jsonb_path_exists(msg, 'strict $.** ? (@.abs() > 1e308)')
+                      OR (pg_column_size(recipient) + pg_column_size(content) >= 264
+                          AND jsonb_path_exists(msg, 'strict $.*.**{33}'))
+                 THEN coalesce(tidings.check_representable('recipient', recipient),
+                               tidings.check_representable('content', content)) END,
             CASE WHEN recipient ? 'timezone' AND NOT tidings.is_timezone(recipient ->> 'timezone')
                  THEN 'recipient.timezone: must be an IANA time zone name' END,
             tidings.check_shape(kind, recipient, content),
@@ -376,7 +398,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The validators are internal (new functions are executable by PUBLIC by default).
-REVOKE ALL ON FUNCTION tidings.check_representable(text, jsonb), tidings.check_bird_template(jsonb), tidings.check_bird_part(jsonb, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tidings.is_e164_text(text), tidings.check_representable(text, jsonb), tidings.check_bird_template(jsonb), tidings.check_bird_part(jsonb, text, text[]) FROM PUBLIC;
 
 -- Bulk enqueue as in 0005 (with the status cast naming the renamed type), except for the ids; see below.
 -- CREATE OR REPLACE resets a function's settings, so 0006's generic plan is set again here.
@@ -422,9 +444,12 @@ BEGIN
                 OFFSET 0) e
           LEFT JOIN tidings.channels c ON c.name = e.msg ->> 'channel'
     ), valid AS (
+        -- `opts`: the message sets one of the optional keys below; without any (bulk enqueue, mostly), their
+        -- defaults are used without looking each one up.
         SELECT i.ord, i.msg, i.recipient, i.content, i.policy,
                coalesce(i.msg ->> 'use_case', 'transactional') AS use_case,
-               (i.msg ->> 'scheduled_for')::timestamptz AS scheduled_for
+               i.msg ?| '{scheduled_for,validity,priority,ignore_quiet_hours,cap_frequency,tags,reference}'::text[] AS opts,
+               CASE WHEN i.msg ? 'scheduled_for' THEN (i.msg ->> 'scheduled_for')::timestamptz END AS scheduled_for
           FROM input i
          WHERE i.problem IS NULL OR tidings.raise_invalid(i.problem, CASE WHEN NOT single THEN i.ord END)
     ), planned AS (
@@ -434,19 +459,19 @@ BEGIN
                                    (get_byte(rnd, (v.ord::integer - 1) * 8) & 63) | 128), 'hex'))::uuid AS id, v.msg ->> 'channel' AS channel,
                v.recipient, v.content, v.use_case,
                CASE WHEN v.scheduled_for > t + tidings.send_now_window() THEN 'scheduled' ELSE 'accepted' END::tidings.message_status AS status,
-               coalesce((v.msg ->> 'priority')::smallint, 0) AS priority,
+               CASE WHEN v.opts THEN coalesce((v.msg ->> 'priority')::smallint, 0) ELSE 0 END AS priority,
                v.scheduled_for,
                CASE WHEN v.scheduled_for > t + tidings.send_now_window() THEN v.scheduled_for ELSE t END AS run_at,
                greatest(t, v.scheduled_for) + make_interval(secs => coalesce(
-                   (v.msg ->> 'validity')::integer,
+                   CASE WHEN v.opts THEN (v.msg ->> 'validity')::integer END,
                    (v.policy -> 'validity' ->> v.use_case)::integer,
                    CASE WHEN v.use_case = '2fa' THEN 600 ELSE 129600 END)) AS expires_at,
-               coalesce((v.msg ->> 'ignore_quiet_hours')::boolean, false) AS ignore_quiet_hours,
-               coalesce((v.msg ->> 'cap_frequency')::boolean, false) AS cap_frequency,
-               CASE WHEN jsonb_typeof(v.msg -> 'tags') = 'array'
+               v.opts AND coalesce((v.msg ->> 'ignore_quiet_hours')::boolean, false) AS ignore_quiet_hours,
+               v.opts AND coalesce((v.msg ->> 'cap_frequency')::boolean, false) AS cap_frequency,
+               CASE WHEN v.opts AND jsonb_typeof(v.msg -> 'tags') = 'array'
                     THEN ARRAY(SELECT lower(x) FROM jsonb_array_elements_text(v.msg -> 'tags') x)
                     ELSE '{}' END AS tags,
-               v.msg ->> 'reference' AS reference,
+               CASE WHEN v.opts THEN v.msg ->> 'reference' END AS reference,
                coalesce((v.policy ->> 'max_attempts')::integer, 10) AS max_attempts
           FROM valid v
     ), plain AS (
