@@ -131,12 +131,13 @@ impl Executor {
                 if let Some(until) = decided.pause_channel_until {
                     // This process stops claiming for the channel now; the others once the row is written.
                     self.pauses.pause(&message.channel, until);
-                    if let Err(e) = self
+                    match self
                         .store
                         .channel_pause(&message.channel, until, error.reason())
                         .await
                     {
-                        tracing::warn!(error = %e, "could not record the channel pause");
+                        Ok(()) => self.pauses.handed_over(&message.channel, until),
+                        Err(e) => tracing::warn!(error = %e, "could not record the channel pause"),
                     }
                 }
                 tracing::info!(

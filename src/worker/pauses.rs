@@ -1,7 +1,8 @@
 //! The channel pauses this process has heard of itself. A 429 pauses its channel for the whole pool through
 //! `tidings.channel_state` (every claim of every worker skips it); the executor that got the 429 also records the
 //! pause here, before that write, so this process's own producers stop claiming for the channel at once instead
-//! of after the database round trip. Other processes learn of it from the database.
+//! of after the database round trip. Other processes learn of it from the database. Once the row is written the
+//! local record is dropped, so the row alone rules from then on (an operator's resume included).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,6 +19,15 @@ impl LocalPauses {
         let mut pauses = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let entry = pauses.entry(channel.to_owned()).or_insert(until);
         *entry = (*entry).max(until);
+    }
+
+    /// Forgets the pause to `until` once the database holds it (a later pause recorded meanwhile stays): from
+    /// then on the shared row rules, so an operator's resume takes effect here too.
+    pub(crate) fn handed_over(&self, channel: &str, until: DateTime<Utc>) {
+        let mut pauses = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pauses.get(channel) == Some(&until) {
+            pauses.remove(channel);
+        }
     }
 
     /// Whether `channel` is paused at `now`.
@@ -42,5 +52,10 @@ mod tests {
         assert!(p.is_paused("sms", s(9)));
         assert!(!p.is_paused("sms", s(10)));
         assert!(!p.is_paused("push", s(1)));
+        // Handing over a pause that a later one replaced keeps the later one.
+        p.handed_over("sms", s(5));
+        assert!(p.is_paused("sms", s(9)));
+        p.handed_over("sms", s(10));
+        assert!(!p.is_paused("sms", s(1)));
     }
 }
