@@ -1,0 +1,26 @@
+-- The HTTP API (`tidings serve`): stored answers for `Idempotency-Key`, and the indexes its list filters need.
+
+-- One row per (token, Idempotency-Key) seen in the last 24 h. The row is inserted, in the same transaction as the
+-- messages, before they are enqueued: a concurrent request with the same key waits on the primary key until this
+-- transaction ends, then finds the answer (or, after a rollback, takes the key itself). `body_hash` is the
+-- SHA-256 of the route and the raw body; `ids` is what the first call answered, in input order.
+CREATE TABLE tidings.api_idempotency (
+    token_name text NOT NULL,
+    idem_key   text NOT NULL,
+    body_hash  bytea NOT NULL,
+    ids        uuid[],
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (token_name, idem_key)
+);
+-- The hourly clean-up of keys older than 24 h.
+CREATE INDEX api_idempotency_created ON tidings.api_idempotency (created_at);
+
+-- List filters. Every index on tidings.messages costs an insertion per status change (the claim and the completion
+-- change indexed columns, so no update is HOT), so only the two filters a keyset walk of the primary key cannot
+-- serve are indexed; status, channel, use case and time ranges are served by walking the primary key newest
+-- first (UUIDv7), and reference by messages_reference.
+-- * recipient: the question "what happened to the message for +31…". A hash index: equality is all the filter
+--   needs, and recipient_key may be a whole recipient object of up to 4 KiB, over a btree's row limit.
+CREATE INDEX messages_recipient ON tidings.messages USING hash (tidings.recipient_key(recipient));
+-- * tag: partial, so the (many) untagged messages cost nothing.
+CREATE INDEX messages_tags ON tidings.messages USING gin (tags) WHERE cardinality(tags) > 0;
