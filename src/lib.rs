@@ -17,9 +17,12 @@
 //! - [`receipts`]: parsing and signature checks of provider delivery receipts.
 //! - [`message`]: a claimed message; its recipient and content are [`lazy_json`] documents, parsed on first read.
 //! - [`metrics`] and [`http`]: Prometheus metrics and the worker's HTTP listener.
+//! - [`operator`]: cancel, retry, reschedule, pause, resume: one implementation for the API and the CLI.
+//! - [`api`]: the HTTP API of `tidings serve` (producers and operators, `/v1`).
 //! - [`demo`], [`bench`], [`cli`]: what the `tidings` binary runs.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -31,6 +34,7 @@ pub mod local_pg;
 pub mod maintenance;
 pub mod message;
 pub mod metrics;
+pub mod operator;
 pub mod outcome;
 pub mod policy;
 pub mod provider;

@@ -35,6 +35,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Serve the HTTP API (`[api]` of the config) until SIGTERM/SIGINT.
+    Serve {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run a worker pool until SIGTERM/SIGINT.
     Worker {
         /// Config file.
@@ -120,6 +126,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migrate { config } => cli::migrate(&cli::load_config(config.as_deref())?).await?,
         Command::Worker { config } => cli::worker(cli::load_config(Some(&config))?).await?,
+        Command::Serve { config } => {
+            let config = cli::load_config(Some(&config))?;
+            let store =
+                tidings::store::Store::connect(&cli::database_url()?, config.api.max_connections)
+                    .await?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let signal = tidings::shutdown::signal_listener();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                signal.await;
+                stop.cancel();
+            });
+            tidings::api::serve(config, store, shutdown).await?
+        }
         Command::Sandbox {
             listen,
             latency_ms,
