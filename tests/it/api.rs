@@ -1083,3 +1083,24 @@ async fn a_manual_pause_stops_every_workers_claim_until_resumed(pool: PgPool) {
         StatusCode::FORBIDDEN
     );
 }
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn tidings_serve_refuses_a_token_variable_that_is_not_set(pool: PgPool) {
+    let url = crate::support::url_of(&pool).await;
+    let path = std::env::temp_dir().join(format!("tidings-api-{}.toml", Uuid::now_v7()));
+    std::fs::write(
+        &path,
+        "[api]\nlisten = \"127.0.0.1:0\"\n[[api.tokens]]\nname = \"ops\"\nscope = \"admin\"\nenv = \"TIDINGS_TEST_UNSET_TOKEN\"\n",
+    )
+    .unwrap();
+    let out =
+        crate::support::tidings_cli(&url, &["serve", "--config", path.to_str().unwrap()]).await;
+    std::fs::remove_file(&path).unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("api.tokens[0].env") && stderr.contains("TIDINGS_TEST_UNSET_TOKEN"),
+        "{stderr}"
+    );
+}
