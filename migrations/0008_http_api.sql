@@ -16,11 +16,17 @@ CREATE TABLE tidings.api_idempotency (
 CREATE INDEX api_idempotency_created ON tidings.api_idempotency (created_at);
 
 -- List filters. Every index on tidings.messages costs an insertion per status change (the claim and the completion
--- change indexed columns, so no update is HOT), so only the two filters a keyset walk of the primary key cannot
--- serve are indexed; status, channel, use case and time ranges are served by walking the primary key newest
--- first (UUIDv7), and reference by messages_reference.
+-- change indexed columns, so no update is HOT), so only filters a keyset walk of the primary key (newest first,
+-- UUIDv7) cannot serve are indexed, and partially where that keeps the hot path out: common statuses, channels,
+-- use cases and time ranges walk the primary key; reference uses messages_reference.
 -- * recipient: the question "what happened to the message for +31…". A hash index: equality is all the filter
 --   needs, and recipient_key may be a whole recipient object of up to 4 KiB, over a btree's row limit.
 CREATE INDEX messages_recipient ON tidings.messages USING hash (tidings.recipient_key(recipient));
 -- * tag: partial, so the (many) untagged messages cost nothing.
 CREATE INDEX messages_tags ON tidings.messages USING gin (tags) WHERE cardinality(tags) > 0;
+-- * failures: operators look for the rare failed messages among millions sent (on 1M rows, status=sending_failed
+--   at 0.1% walked the primary key for 41 ms, a status with no row for 695 ms). Partial over the failure statuses
+--   only, so a message that is sent and delivered never enters it; message_list.sql repeats the predicate when
+--   every requested status is one of these.
+CREATE INDEX messages_failed ON tidings.messages (id)
+    WHERE status IN ('sending_failed', 'rejected', 'expired', 'delivery_failed', 'canceled');

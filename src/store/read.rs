@@ -118,6 +118,15 @@ pub struct ChannelRow {
     pub pause_reason: Option<String>,
 }
 
+/// The statuses of the partial index `messages_failed`.
+const FAILURE_STATUSES: [&str; 5] = [
+    "sending_failed",
+    "rejected",
+    "expired",
+    "delivery_failed",
+    "canceled",
+];
+
 impl Store {
     /// Enqueues a batch through `tidings.enqueue_many`, all or nothing. With an idempotency key, the key is taken
     /// and the answer stored in the same transaction as the messages, so concurrent requests with one key insert
@@ -187,6 +196,9 @@ impl Store {
             .bind(p.reference)
             .bind(p.recipient)
             .bind(p.limit)
+            .bind(p.statuses.is_some_and(|s| {
+                s.iter().all(|s| FAILURE_STATUSES.contains(&s.as_str()))
+            }))
             // Planned with the values each time (unnamed statement), so absent filters fold away and the
             // planner picks the index of the filters present; a cached generic plan would fit none of them.
             .persistent(false)

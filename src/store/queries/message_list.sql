@@ -3,8 +3,9 @@
 -- OFFSET, and rows inserted meanwhile (newer ids) never shift later pages. Created-time bounds are id bounds ($2,
 -- $3: the smallest UUIDv7 of that millisecond). Every filter is optional (NULL: no filter); the statement is
 -- planned with its values (unnamed statement), so an absent filter folds away and the planner picks the index of
--- the filters present: messages_recipient, messages_tags (whose partial predicate is repeated here so it
--- applies), messages_reference, or else the primary key walked backwards.
+-- the filters present: messages_recipient, messages_tags and messages_failed (whose partial predicates are
+-- repeated here so they apply; $11 is true when every status asked for is a failure status), messages_reference,
+-- or else the primary key walked backwards.
 SELECT id, channel, status::text AS status, use_case, priority, recipient, tags, reference, attempts, max_attempts,
        provider_message_id, last_error, scheduled_for, run_at, expires_at, created_at, updated_at
   FROM tidings.messages
@@ -12,6 +13,7 @@ SELECT id, channel, status::text AS status, use_case, priority, recipient, tags,
    AND ($2::uuid IS NULL OR id >= $2)
    AND ($3::uuid IS NULL OR id < $3)
    AND ($4::text[] IS NULL OR status::text = ANY ($4))
+   AND (NOT $11::boolean OR status IN ('sending_failed', 'rejected', 'expired', 'delivery_failed', 'canceled'))
    AND ($5::text IS NULL OR channel = $5)
    AND ($6::text IS NULL OR (tags @> ARRAY[$6::text] AND cardinality(tags) > 0))
    AND ($7::text IS NULL OR use_case = $7)
