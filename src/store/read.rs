@@ -196,9 +196,10 @@ impl Store {
             .bind(p.reference)
             .bind(p.recipient)
             .bind(p.limit)
-            .bind(p.statuses.is_some_and(|s| {
-                s.iter().all(|s| FAILURE_STATUSES.contains(&s.as_str()))
-            }))
+            .bind(
+                p.statuses
+                    .is_some_and(|s| s.iter().all(|s| FAILURE_STATUSES.contains(&s.as_str()))),
+            )
             // Planned with the values each time (unnamed statement), so absent filters fold away and the
             // planner picks the index of the filters present; a cached generic plan would fit none of them.
             .persistent(false)
