@@ -219,7 +219,7 @@ pub struct ListQuery {
     pub use_case: Option<String>,
     /// Producer reference.
     pub reference: Option<String>,
-    /// Recipient phone number (E.164) or `thread:ID`; exact match.
+    /// Recipient phone number, exact (a 10-digit US number and its +1 form are the same number).
     pub recipient: Option<String>,
     /// Created at or after (RFC 3339, millisecond precision).
     pub created_after: Option<DateTime<Utc>>,
@@ -514,7 +514,7 @@ pub struct ListFilter {
     tag: Option<String>,
     use_case: Option<String>,
     reference: Option<String>,
-    recipient: Option<String>,
+    recipient: Option<Vec<String>>,
     min_id: Option<Uuid>,
     max_id: Option<Uuid>,
 }
@@ -569,7 +569,22 @@ impl ListFilter {
                 self.use_case = Some(value);
             }
             "reference" => self.reference = Some(nonempty(value)?),
-            "recipient" => self.recipient = Some(nonempty(value)?),
+            "recipient" => {
+                let phone = nonempty(value)?;
+                // The forms tidings.recipient_key treats as one number: a 10-digit US number and its +1 form.
+                let us = |p: &str| {
+                    p.len() == 10
+                        && p.as_bytes()[0] >= b'2'
+                        && p.bytes().all(|b| b.is_ascii_digit())
+                };
+                let mut phones = vec![phone.clone()];
+                if let Some(national) = phone.strip_prefix("+1").filter(|n| us(n)) {
+                    phones.push(national.to_owned());
+                } else if us(&phone) {
+                    phones.push(format!("+1{phone}"));
+                }
+                self.recipient = Some(phones);
+            }
             "created_after" | "created_before" => {
                 let at = DateTime::parse_from_rfc3339(&value)
                     .map_err(|_| ApiError::bad_request(key, "must be an RFC 3339 timestamp"))?;

@@ -58,8 +58,8 @@ pub struct MessageListParams<'a> {
     pub use_case: Option<&'a str>,
     /// Only this producer reference.
     pub reference: Option<&'a str>,
-    /// Only this recipient (a phone number, or `thread:ID`), compared as `tidings.recipient_key` does.
-    pub recipient: Option<&'a str>,
+    /// Only recipients with one of these phone numbers (exact).
+    pub recipient: Option<&'a [String]>,
     /// Most rows.
     pub limit: i64,
 }

@@ -18,6 +18,6 @@ SELECT id, channel, status::text AS status, use_case, priority, recipient, tags,
    AND ($6::text IS NULL OR (tags @> ARRAY[$6::text] AND cardinality(tags) > 0))
    AND ($7::text IS NULL OR use_case = $7)
    AND ($8::text IS NULL OR reference = $8)
-   AND ($9::text IS NULL OR tidings.recipient_key(recipient) = tidings.recipient_key(jsonb_build_object('phone', $9::text)))
+   AND ($9::text[] IS NULL OR (recipient ? 'phone' AND left(recipient ->> 'phone', 64) = ANY ($9::text[]) AND recipient ->> 'phone' = ANY ($9::text[])))
  ORDER BY id DESC
  LIMIT $10

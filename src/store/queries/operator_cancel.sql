@@ -1,6 +1,6 @@
 -- Operator cancel (API and CLI, by id or by filter): waiting messages (accepted, scheduled) become canceled.
 -- Parameters: the filter of message_list.sql ($1 one id, $2/$3 id bounds, $4 statuses, $5 channel, $6 tag,
--- $7 use case, $8 reference, $9 recipient; NULL: no filter), $10 dry run, $11 the count the operator expects
+-- $7 use case, $8 reference, $9 recipient phone numbers; NULL: no filter), $10 dry run, $11 the count the operator expects
 -- (NULL: any), $12 the token name (recorded in the event's detail).
 -- The matching rows are locked (FOR UPDATE: a worker's claim, with SKIP LOCKED, passes them by; a row a claim took
 -- first no longer matches when re-checked) and counted; only when it is not a dry run and the count is the
@@ -17,7 +17,7 @@ WITH target AS (
    AND ($6::text IS NULL OR (m.tags @> ARRAY[$6::text] AND cardinality(m.tags) > 0))
    AND ($7::text IS NULL OR m.use_case = $7)
    AND ($8::text IS NULL OR m.reference = $8)
-   AND ($9::text IS NULL OR tidings.recipient_key(m.recipient) = tidings.recipient_key(jsonb_build_object('phone', $9::text)))
+   AND ($9::text[] IS NULL OR (m.recipient ? 'phone' AND left(m.recipient ->> 'phone', 64) = ANY ($9::text[]) AND m.recipient ->> 'phone' = ANY ($9::text[])))
        FOR UPDATE
 ), n AS (
     SELECT count(*) AS matched FROM target
