@@ -1104,3 +1104,62 @@ async fn tidings_serve_refuses_a_token_variable_that_is_not_set(pool: PgPool) {
         "{stderr}"
     );
 }
+
+/// Issue 14 item 7, measured, not asserted (no timing assertions in the suite): run with
+/// `cargo test --release --test it api::enqueue_rates -- --ignored --nocapture`.
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+#[ignore]
+async fn enqueue_rates(pool: PgPool) {
+    use std::time::Instant;
+    let api = Api::with(&pool, &format!("max_connections = 16\n{TOKENS}")).await;
+    let batch: Vec<Value> = (0..1000)
+        .map(|i| sms(&format!("+316{i:08}"), "rate"))
+        .collect();
+    let body = json!({ "messages": batch });
+    let rounds = 20;
+    // Warm both paths (connections, plans).
+    tidings_client::enqueue_json(&pool, json!(batch))
+        .await
+        .unwrap();
+    api.post("/v1/messages/batch", PRODUCE, &body).await;
+
+    let t = Instant::now();
+    for _ in 0..rounds {
+        tidings_client::enqueue_json(&pool, json!(batch))
+            .await
+            .unwrap();
+    }
+    let sql = (rounds * 1000) as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let (status, _) = api.post("/v1/messages/batch", PRODUCE, &body).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let http = (rounds * 1000) as f64 / t.elapsed().as_secs_f64();
+
+    let clients = 64;
+    let per_client = 100;
+    let t = Instant::now();
+    futures::future::join_all((0..clients).map(|c| {
+        let api = &api;
+        async move {
+            for i in 0..per_client {
+                let (status, _) = api
+                    .post(
+                        "/v1/messages",
+                        PRODUCE,
+                        &sms(&format!("+3162{c:03}{i:04}"), "one"),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::CREATED);
+            }
+        }
+    }))
+    .await;
+    let single = (clients * per_client) as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "enqueue rates: SQL enqueue_many x1000 {sql:.0}/s; POST /v1/messages/batch x1000 {http:.0}/s ({:.0}% of SQL); \
+         POST /v1/messages, {clients} concurrent keep-alive clients, {single:.0}/s",
+        100.0 * http / sql
+    );
+}
