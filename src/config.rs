@@ -24,6 +24,90 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[channels.NAME]`: one table per channel.
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// `[api]` and `[[api.tokens]]`: the HTTP API of `tidings serve`.
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the HTTP API of `tidings serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address to listen on. Without any token the API refuses to start on a non-loopback address.
+    pub listen: SocketAddr,
+    /// Largest request body in bytes; a larger one is answered 413.
+    pub max_body: usize,
+    /// Database connections of the API process.
+    pub max_connections: u32,
+    /// `[[api.tokens]]`: the bearer tokens and their scopes.
+    pub tokens: Vec<ApiTokenConfig>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            max_body: 1024 * 1024,
+            max_connections: 16,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// `[[api.tokens]]`: one bearer token. The token itself lives in the environment variable `env` names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    /// Who holds it; recorded in the `detail` of every operator action's event.
+    pub name: String,
+    /// What it may do.
+    pub scope: ApiScope,
+    /// The environment variable holding the token, read once at start.
+    pub env: String,
+}
+
+/// What a token may do. `admin` implies `read`; `produce` may also read a message by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiScope {
+    /// Enqueue, and read a message by id.
+    Produce,
+    /// List, search, read, stats.
+    Read,
+    /// Everything `read` may, plus cancel, retry, reschedule, pause and resume.
+    Admin,
+}
+
+impl ApiConfig {
+    /// Checks the rules no type expresses.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_body == 0 {
+            return Err(Error::Config("api.max_body: must be at least 1".into()));
+        }
+        if self.max_connections < 2 {
+            return Err(Error::Config(
+                "api.max_connections: must be at least 2".into(),
+            ));
+        }
+        for (i, token) in self.tokens.iter().enumerate() {
+            if token.name.trim().is_empty() {
+                return Err(Error::Config(format!(
+                    "api.tokens[{i}].name: must not be empty"
+                )));
+            }
+            if self.tokens[..i].iter().any(|t| t.name == token.name) {
+                return Err(Error::Config(format!(
+                    "api.tokens[{i}].name: {:?} is used by an earlier token",
+                    token.name
+                )));
+            }
+            if token.env.trim().is_empty() {
+                return Err(Error::Config(format!(
+                    "api.tokens[{i}].env: must name an environment variable"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[worker]`
@@ -395,6 +479,7 @@ impl Config {
                 )));
             }
         }
+        self.api.validate()?;
         Ok(())
     }
 }

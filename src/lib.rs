@@ -15,7 +15,9 @@
 //!   - [`worker`]: [`worker::Worker`], the one way to assemble and run a pool: producer (claims up to its free
 //!     slots), executor (carries out the policy's decisions around the provider call), completer (batched,
 //!     guarded status updates plus events), the LISTEN task, maintenance and the inbound HTTP listener.
-//!   - [`server`]: the inbound HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/receipts/{channel}`).
+//!   - [`api`]: the HTTP API of `tidings serve` (`/v1`, for producers and operators), over [`operator`].
+//!   - [`server`]: the worker's inbound HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/receipts/{channel}`).
+//!   - [`operator`]: cancel, retry, reschedule, pause, resume: one implementation for the API and the CLI.
 //!   - [`maintenance`]: rescuer (expired leases), sweeper (overdue scheduled messages), pruner, queue sampler.
 //!   - [`receipts`]: delivery receipts in one room — secrets, signature check, body, the state change.
 //!   - [`provider`]: the `Provider` trait, the outbound HTTP client with its retry table, credentials, and one
@@ -29,6 +31,7 @@
 //!   [`mask`].
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;
@@ -37,6 +40,7 @@ pub mod maintenance;
 pub mod mask;
 pub mod message;
 pub mod metrics;
+pub mod operator;
 pub mod outcome;
 pub mod policy;
 pub mod provider;

@@ -35,6 +35,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Serve the HTTP API (`[api]` of the config) until SIGTERM/SIGINT.
+    Serve {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run a worker pool until SIGTERM/SIGINT.
     Worker {
         /// Config file.
@@ -120,6 +126,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migrate { config } => cli::migrate(&cli::load_config(config.as_deref())?).await?,
         Command::Worker { config } => cli::worker(cli::load_config(Some(&config))?).await?,
+        Command::Serve { config } => cli::serve(cli::load_config(Some(&config))?).await?,
         Command::Sandbox {
             listen,
             latency_ms,

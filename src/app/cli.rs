@@ -71,6 +71,20 @@ pub async fn worker(config: Config) -> Result<()> {
         .await
 }
 
+/// `tidings serve`: the HTTP API of `[api]` until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> Result<()> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signal = crate::shutdown::signal_listener();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        signal.await;
+        tracing::info!("signal received: stopping");
+        stop.cancel();
+    });
+    let store = Store::connect(&database_url()?, config.api.max_connections).await?;
+    crate::api::serve(config, store, shutdown).await
+}
+
 /// `tidings enqueue --file msgs.jsonl`: one JSON message per line (the keys of `tidings.enqueue`), sent in
 /// batches; a bad line stops the run with its line number, and earlier batches stay enqueued.
 pub async fn enqueue_file(path: &Path, batch: usize, progress: bool) -> Result<u64> {

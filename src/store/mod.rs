@@ -14,8 +14,12 @@ use crate::error::Result;
 use crate::message::Message;
 use crate::outcome::Outcome;
 
+mod act;
+mod read;
 mod receipt;
 
+pub use act::{MessageActParams, MessageAction};
+pub use read::{ChannelRow, EnqueueApiOutcome, EnqueueApiParams, MessageListParams, MessageRow};
 pub(crate) use receipt::ReceiptParams;
 
 /// The migrations of `migrations/`, embedded in the binary.

@@ -3,6 +3,7 @@
 //! 127.0.0.1:5432).
 
 mod adapters_e2e;
+mod api;
 mod architecture;
 mod bad_input;
 mod bench_cli;

@@ -1,0 +1,42 @@
+-- Operator reschedule (API and CLI, by id or by filter): a waiting message (accepted, scheduled) is moved to
+-- $13, with enqueue's rules: within 10 minutes means now (accepted), later means scheduled; it keeps its validity
+-- span, counted from the new time.
+-- Parameters: the filter of message_list.sql ($1 one id, $2/$3 id bounds, $4 statuses, $5 channel, $6 tag,
+-- $7 use case, $8 reference, $9 recipient phone numbers; NULL: no filter), $10 dry run, $11 the count the operator expects
+-- (NULL: any), $12 the token name (recorded in the event's detail).
+-- The matching rows are locked (FOR UPDATE: a worker's claim, with SKIP LOCKED, passes them by; a row a claim took
+-- first no longer matches when re-checked) and counted; only when it is not a dry run and the count is the
+-- expected one are they changed, each with its event in this statement. Returns (matched, changed).
+WITH target AS (
+    SELECT m.id
+      FROM tidings.messages m
+     WHERE m.status IN ('accepted', 'scheduled')
+   AND ($1::uuid IS NULL OR m.id = $1)
+   AND ($2::uuid IS NULL OR m.id >= $2)
+   AND ($3::uuid IS NULL OR m.id < $3)
+   AND ($4::text[] IS NULL OR m.status::text = ANY ($4))
+   AND ($5::text IS NULL OR m.channel = $5)
+   AND ($6::text IS NULL OR (m.tags @> ARRAY[$6::text] AND cardinality(m.tags) > 0))
+   AND ($7::text IS NULL OR m.use_case = $7)
+   AND ($8::text IS NULL OR m.reference = $8)
+   AND ($9::text[] IS NULL OR (m.recipient ? 'phone' AND left(m.recipient ->> 'phone', 64) = ANY ($9::text[]) AND m.recipient ->> 'phone' = ANY ($9::text[])))
+       FOR UPDATE
+), n AS (
+    SELECT count(*) AS matched FROM target
+), changed AS (
+    UPDATE tidings.messages m
+       SET status = CASE WHEN $13::timestamptz > now() + tidings.send_now_window() THEN 'scheduled' ELSE 'accepted' END::tidings.message_status,
+           scheduled_for = $13,
+           run_at = greatest(now(), $13),
+           expires_at = greatest(now(), $13) + (m.expires_at - greatest(m.created_at, coalesce(m.scheduled_for, m.created_at))),
+           updated_at = now()
+      FROM target t
+     WHERE m.id = t.id AND NOT $10 AND ($11::bigint IS NULL OR (SELECT matched FROM n) = $11)
+    RETURNING m.id, m.status, m.attempts, m.run_at
+), ev AS (
+    INSERT INTO tidings.message_events (message_id, status, reason, attempt, detail)
+    SELECT id, status, 'operator_reschedule', attempts, jsonb_build_object('by', $12::text, 'run_at', run_at) FROM changed
+), wake AS (
+    SELECT pg_notify('tidings', '') WHERE EXISTS (SELECT 1 FROM changed WHERE status = 'accepted')
+)
+SELECT (SELECT matched FROM n), (SELECT count(*) FROM changed) + 0 * (SELECT count(*) FROM wake)
