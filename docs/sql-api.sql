@@ -560,6 +560,39 @@ CREATE OR REPLACE FUNCTION tidings.max_schedule_ahead()
 AS $function$ SELECT interval '35 days' $function$
 ;
 
+-- tidings.message_recipients_add(): EXECUTE by PUBLIC
+CREATE OR REPLACE FUNCTION tidings.message_recipients_add()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    INSERT INTO tidings.message_recipients (phone, message_id)
+    SELECT left(n.recipient ->> 'phone', 64), n.id
+      FROM added n
+     WHERE n.recipient ? 'phone' AND jsonb_typeof(n.recipient -> 'phone') = 'string';
+    RETURN NULL;
+END $function$
+;
+
+-- tidings.message_recipients_remove(): EXECUTE by PUBLIC
+CREATE OR REPLACE FUNCTION tidings.message_recipients_remove()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    DELETE FROM tidings.message_recipients r
+     USING removed o
+     WHERE o.recipient ? 'phone'
+       AND r.phone = left(o.recipient ->> 'phone', 64)
+       AND r.message_id = o.id;
+    RETURN NULL;
+END $function$
+;
+
 -- tidings.raise_invalid(text,bigint): EXECUTE by the owner only
 CREATE OR REPLACE FUNCTION tidings.raise_invalid(problem text, pos bigint)
  RETURNS boolean

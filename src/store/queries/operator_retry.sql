@@ -19,7 +19,7 @@ WITH target AS (
    AND ($6::text IS NULL OR (m.tags @> ARRAY[$6::text] AND cardinality(m.tags) > 0))
    AND ($7::text IS NULL OR m.use_case = $7)
    AND ($8::text IS NULL OR m.reference = $8)
-   AND ($9::text[] IS NULL OR (m.recipient ? 'phone' AND left(m.recipient ->> 'phone', 64) = ANY ($9::text[]) AND m.recipient ->> 'phone' = ANY ($9::text[])))
+   AND ($9::text[] IS NULL OR (m.id IN (SELECT r.message_id FROM tidings.message_recipients r WHERE r.phone = ANY ($9::text[])) AND m.recipient ->> 'phone' = ANY ($9::text[])))
        FOR UPDATE
 ), n AS (
     SELECT count(*) AS matched FROM target
