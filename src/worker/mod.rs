@@ -34,7 +34,7 @@ use producer::Producer;
 pub(crate) const NOTIFY_CHANNEL: &str = "tidings";
 
 /// How adapters and receipt listeners read credentials: the process environment, or a map (tests, demo).
-pub(crate) type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// One worker process's pool: the one way to assemble and run a worker. The CLI, the demo, the benchmark and
 /// the tests all start workers through it.
@@ -57,7 +57,7 @@ pub struct Worker {
 }
 
 /// A started worker: its HTTP address (when it serves one) and the task running it.
-pub(crate) struct RunningWorker {
+pub struct RunningWorker {
     /// Where `/metrics`, `/healthz`, `/readyz` and `/receipts/{channel}` answer, when served.
     pub(crate) http_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<Result<()>>,
@@ -65,7 +65,7 @@ pub(crate) struct RunningWorker {
 
 impl RunningWorker {
     /// Waits until the worker has stopped (after `shutdown.stop`) and drained.
-    pub(crate) async fn wait(self) -> Result<()> {
+    pub async fn wait(self) -> Result<()> {
         self.task
             .await
             .map_err(|e| crate::Error::Other(format!("worker task: {e}")))?
@@ -88,7 +88,7 @@ impl Worker {
     }
 
     /// Reads credentials (adapters' and receipt secrets) through `env` instead of the process environment.
-    pub(crate) fn env(mut self, env: EnvLookup) -> Self {
+    pub fn env(mut self, env: EnvLookup) -> Self {
         self.env = env;
         self
     }
@@ -112,20 +112,20 @@ impl Worker {
     }
 
     /// Also serves `/metrics`, `/healthz`, `/readyz` and `/receipts/{channel}` on the config's `[http] listen`.
-    pub(crate) fn serve_http(self) -> Self {
+    pub fn serve_http(self) -> Self {
         let listen = self.config.http.listen;
         self.serve_http_on(listen)
     }
 
     /// Like [`Worker::serve_http`], on `listen` (`127.0.0.1:0` picks a free port).
-    pub(crate) fn serve_http_on(mut self, listen: SocketAddr) -> Self {
+    pub fn serve_http_on(mut self, listen: SocketAddr) -> Self {
         self.http = Some(listen);
         self
     }
 
     /// Builds what is missing (adapters, receipt secrets), binds the HTTP listener, and starts the pool. Errors
     /// here (a bad channel setting, a missing credential, a taken port) come before anything is claimed.
-    pub(crate) async fn start(self) -> Result<RunningWorker> {
+    pub async fn start(self) -> Result<RunningWorker> {
         let Worker {
             config,
             store,
