@@ -19,6 +19,7 @@
 //! - [`metrics`] and [`http`]: Prometheus metrics and the worker's HTTP listener.
 //! - [`operator`]: cancel, retry, reschedule, pause, resume: one implementation for the API and the CLI.
 //! - [`api`]: the HTTP API of `tidings serve` (producers and operators, `/v1`).
+//! - [`ui`]: the dashboard at `/` of `tidings serve`, a client of the API.
 //! - [`demo`], [`bench`], [`cli`]: what the `tidings` binary runs.
 #![warn(missing_docs)]
 
@@ -42,6 +43,7 @@ pub mod receipts;
 pub mod sandbox;
 pub mod shutdown;
 pub mod store;
+pub mod ui;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -45,6 +45,8 @@ pub struct AppState {
     pub store: Store,
     /// The configured tokens.
     pub tokens: Tokens,
+    /// The dashboard's sessions.
+    pub sessions: crate::ui::session::Sessions,
 }
 
 /// The error answer: `{"error": {"code", "field", "rule", "index"}}`.
@@ -190,6 +192,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/channels", get(channels::list))
         .route("/v1/stats", get(channels::stats))
         .route("/v1/openapi.json", get(openapi::document))
+        .merge(crate::ui::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -231,6 +234,7 @@ pub async fn start(
         AppState {
             store: store.clone(),
             tokens,
+            sessions: Default::default(),
         },
         config.api.max_body,
     );
