@@ -738,6 +738,10 @@ async fn operators_find_act_and_read_only_users_only_look(pool: PgPool) {
         "{recipient}"
     );
     shot(&client, "message").await;
+    // The same page on a phone-sized window.
+    client.set_window_size(390, 844).await.unwrap();
+    shot(&client, "message-phone").await;
+    client.set_window_size(1280, 1000).await.unwrap();
 
     // Cancel one scheduled message from its page.
     open(&client, &base, &format!("/messages/{single}")).await;
