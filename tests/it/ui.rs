@@ -675,7 +675,27 @@ async fn operators_find_act_and_read_only_users_only_look(pool: PgPool) {
         .unwrap()
         .unwrap();
     assert!(chart.contains("7 sent"), "{chart}");
+    wait_text(&client, "#error-reasons", "rate_limited × 1").await;
     shot(&client, "overview").await;
+    // The chart's window is in the URL too.
+    click(&client, "a[href='/?window=24h']").await;
+    loaded(&client).await;
+    assert_eq!(
+        client.current_url().await.unwrap().query(),
+        Some("window=24h")
+    );
+    let day = client
+        .find(Locator::Css("#chart svg"))
+        .await
+        .unwrap()
+        .attr("aria-label")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        day.starts_with("Last 24 hours") && day.contains("7 sent"),
+        "{day}"
+    );
 
     // The list, filtered by channel and tag through the form; the filter lands in the URL.
     open(&client, &base, "/messages").await;

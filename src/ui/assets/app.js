@@ -234,6 +234,9 @@ function loginPage() {
 // ---- overview -------------------------------------------------------------------------------------------------
 
 async function overviewPage(gen) {
+  const day = new URLSearchParams(location.search).get("window") === "24h";
+  const span = day ? { window: "24h", bins: 96, minutes: 15, title: "Last 24 hours, per 15 minutes" }
+    : { window: "1h", bins: 60, minutes: 1, title: "Last hour, per minute" };
   const channelsBox = h("div", { class: "scroll", id: "channels" }, h("p", { class: "muted" }, "Loading…"));
   const chartBox = h("div", { class: "chart", id: "chart" }, emptyChart());
   const errorsBox = h("div", { class: "scroll", id: "errors" });
@@ -243,7 +246,10 @@ async function overviewPage(gen) {
       h("h2", { id: "h-channels" }, "Channels"), channelsBox),
     h("div", { class: "grid" },
       h("section", { class: "panel", "aria-labelledby": "h-chart" },
-        h("h2", { id: "h-chart" }, "Last hour, per minute"), chartBox,
+        h("h2", { id: "h-chart" }, span.title), chartBox,
+        h("nav", { class: "legend", "aria-label": "Chart window" },
+          day ? link("/", "Last hour") : h("strong", {}, "Last hour"), " · ",
+          day ? h("strong", {}, "24 hours") : link("/?window=24h", "24 hours")),
         h("div", { class: "legend" }, h("span", { class: "sent" }, "sent"), h("span", { class: "failed" }, "failed"),
           h("span", { class: "deferred" }, "deferred"))),
       h("section", { class: "panel", "aria-labelledby": "h-errors" },
@@ -251,11 +257,11 @@ async function overviewPage(gen) {
   while (gen === generation) {
     try {
       const [channels, stats, timeline] = await Promise.all([
-        api("GET", "/v1/channels"), api("GET", "/v1/stats"), api("GET", "/v1/stats/timeline?window=1h")]);
+        api("GET", "/v1/channels"), api("GET", "/v1/stats"), api("GET", `/v1/stats/timeline?window=${span.window}`)]);
       if (gen !== generation) return;
       channelsBox.replaceChildren(channelTable(channels.items));
-      chartBox.replaceChildren(chart(timeline));
-      errorsBox.replaceChildren(errorTable(stats.last_errors));
+      chartBox.replaceChildren(chart(timeline, span));
+      errorsBox.replaceChildren(...[errorTable(stats.last_errors)].flat());
       main.dataset.loaded = "true";
     } catch (e) {
       if (gen !== generation || e.status === 401) return;
@@ -297,12 +303,16 @@ function channelTable(items) {
 
 function errorTable(errors) {
   if (!errors.length) return h("p", { class: "muted" }, "No failures recorded.");
-  return h("table", {},
+  const byReason = new Map();
+  for (const e of errors) byReason.set(e.reason, (byReason.get(e.reason) || 0) + 1);
+  const summary = h("p", { class: "muted", id: "error-reasons" }, "By reason: ",
+    [...byReason].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${r} × ${n}`).join(", "));
+  return [summary, h("table", {},
     h("thead", {}, h("tr", {}, h("th", {}, "At"), h("th", {}, "Channel"), h("th", {}, "Status"),
       h("th", {}, "Reason"), h("th", {}, "Message"))),
     h("tbody", {}, errors.map((e) => h("tr", {},
       h("td", {}, fmtTime(e.at)), h("td", {}, e.channel), h("td", {}, badge(e.status)), h("td", {}, e.reason),
-      h("td", { class: "mono" }, link(`/messages/${e.message_id}`, e.message_id.slice(-12)))))));
+      h("td", { class: "mono" }, link(`/messages/${e.message_id}`, e.message_id.slice(-12)))))))];
 }
 
 const CHART = { w: 600, h: 180, left: 34, right: 8, top: 10, bottom: 22 };
@@ -311,33 +321,35 @@ function emptyChart() {
   return s("svg", { viewBox: `0 0 ${CHART.w} ${CHART.h}`, role: "img", "aria-label": "Loading chart" });
 }
 
-// A line per series over the last 60 minutes; minutes the API left out are zero. The viewBox is fixed, so a
-// refresh never changes the layout.
-function chart(timeline) {
-  const minutes = 60;
+// A line per series over `span.bins` bins of `span.minutes` minutes each, the last ending now; minutes the API left
+// out are zero. The viewBox is fixed, so a refresh never changes the layout.
+function chart(timeline, span) {
+  const { bins, minutes } = span;
   const now = Math.floor(Date.now() / 60000);
-  const series = { sent: new Array(minutes).fill(0), failed: new Array(minutes).fill(0),
-    deferred: new Array(minutes).fill(0) };
+  const series = { sent: new Array(bins).fill(0), failed: new Array(bins).fill(0),
+    deferred: new Array(bins).fill(0) };
   for (const m of timeline.minutes) {
-    const i = minutes - 1 - (now - Math.floor(new Date(m.minute).getTime() / 60000));
-    if (i < 0 || i >= minutes) continue;
+    const ago = now - Math.floor(new Date(m.minute).getTime() / 60000);
+    const i = bins - 1 - Math.floor(ago / minutes);
+    if (i < 0 || i >= bins) continue;
     for (const k of Object.keys(series)) series[k][i] += m[k];
   }
   const max = Math.max(1, ...Object.values(series).flat());
   const { w, h: height, left, right, top, bottom } = CHART;
-  const x = (i) => left + (i * (w - left - right)) / (minutes - 1);
+  const x = (i) => left + (i * (w - left - right)) / (bins - 1);
   const y = (v) => top + (height - top - bottom) * (1 - v / max);
   const total = (k) => series[k].reduce((a, b) => a + b, 0);
-  const label = `Per minute over the last hour: ${total("sent")} sent, ${total("failed")} failed, `
-    + `${total("deferred")} deferred`;
+  const label = `${span.title}: ${total("sent")} sent, ${total("failed")} failed, ${total("deferred")} deferred`;
+  const whole = bins * minutes;
+  const ago = (m) => (m >= 120 ? `−${m / 60} h` : `−${m} min`);
   return s("svg", { viewBox: `0 0 ${w} ${height}`, role: "img", "aria-label": label },
     s("title", {}, label),
     s("line", { class: "axis", x1: left, y1: y(0), x2: w - right, y2: y(0) }),
     s("line", { class: "axis", x1: left, y1: y(max), x2: w - right, y2: y(max) }),
     s("text", { x: left - 4, y: y(max) + 4, "text-anchor": "end" }, String(max)),
     s("text", { x: left - 4, y: y(0) + 4, "text-anchor": "end" }, "0"),
-    s("text", { x: left, y: height - 4 }, "−60 min"),
-    s("text", { x: x(29), y: height - 4, "text-anchor": "middle" }, "−30 min"),
+    s("text", { x: left, y: height - 4 }, ago(whole)),
+    s("text", { x: x(bins / 2 - 1), y: height - 4, "text-anchor": "middle" }, ago(whole / 2)),
     s("text", { x: w - right, y: height - 4, "text-anchor": "end" }, "now"),
     ...Object.keys(series).map((k) => s("polyline", { class: k,
       points: series[k].map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ") })));
