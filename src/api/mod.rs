@@ -260,6 +260,7 @@ pub async fn serve(config: Config, store: Store, shutdown: CancellationToken) ->
     }
     let (addr, handle) = start(&config, store, &|var| std::env::var(var).ok(), shutdown).await?;
     tracing::info!(%addr, tokens = config.api.tokens.len(), "serving the HTTP API on /v1");
+    tracing::info!(url = %format!("http://{addr}/"), "serving the dashboard");
     handle
         .await
         .map_err(|e| Error::Other(format!("api task: {e}")))

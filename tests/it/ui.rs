@@ -343,6 +343,26 @@ async fn the_timeline_counts_sent_failed_and_deferred_per_minute(pool: PgPool) {
     ok.stop().await;
 }
 
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn without_tokens_the_dashboard_needs_no_login_on_loopback(pool: PgPool) {
+    let config = Config::parse(
+        "[api]\nlisten = \"127.0.0.1:0\"\n[channels.sms]\nkind = \"sandbox\"\nmode = \"noop\"\n",
+    )
+    .unwrap();
+    let (base, stop, _) = serve(&pool, &config).await;
+    let me: Value = reqwest::get(format!("{base}/ui/me"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me,
+        json!({ "name": "anonymous", "scope": "admin", "open": true })
+    );
+    stop.cancel();
+}
+
 async fn status_of(pool: &PgPool, id: Uuid) -> String {
     sqlx::query_scalar("SELECT status::text FROM tidings.messages WHERE id = $1")
         .bind(id)

@@ -172,7 +172,14 @@ async function render() {
       || (a.dataset.nav === "messages" && path.startsWith("/messages"));
     if (active) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   });
-  if (path === "/login") return loginPage();
+  if (path === "/login") {
+    // Without tokens configured (loopback only) there is nothing to log in with.
+    const open = await fetch("/ui/me", { credentials: "same-origin" }).then((r) => (r.ok ? r.json() : null))
+      .catch(() => null);
+    if (gen !== generation) return;
+    if (open && open.open) return navigate("/", true);
+    return loginPage();
+  }
   if (!me) {
     try {
       me = await api("GET", "/ui/me");
