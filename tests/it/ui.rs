@@ -849,8 +849,27 @@ async fn operators_find_act_and_read_only_users_only_look(pool: PgPool) {
     login(&client, &base, READ).await;
     loaded(&client).await;
     assert_eq!(count(&client, "[data-action]").await, 0);
+    // 60 more on the paused channel: 64 in all, so the list has a second page through the API's next_cursor.
+    crate::support::enqueue_n(&pool, "alerts", 60).await;
     open(&client, &base, "/messages?channel=alerts").await;
     assert_eq!(count(&client, "#bulk, [data-bulk]").await, 0);
+    assert_eq!(count(&client, "#message-table tbody tr").await, 50);
+    let first_page = text_of(&client, "#message-table tbody tr:last-child").await;
+    click(&client, ".pager a:last-child").await;
+    loaded(&client).await;
+    let url = client.current_url().await.unwrap();
+    assert!(
+        url.query().unwrap().starts_with("channel=alerts&cursor="),
+        "{url}"
+    );
+    assert_eq!(count(&client, "#message-table tbody tr").await, 14);
+    assert_ne!(
+        text_of(&client, "#message-table tbody tr:first-child").await,
+        first_page
+    );
+    client.back().await.unwrap();
+    loaded(&client).await;
+    assert_eq!(count(&client, "#message-table tbody tr").await, 50);
     let other = NewMessage::sms("alerts", "+31650000000")
         .text("later")
         .scheduled_for(later)
