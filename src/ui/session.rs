@@ -238,3 +238,48 @@ pub async fn me(caller: Caller) -> Json<Me> {
         name: caller.name,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_among_others_and_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; tidings_csrf=x"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("tidings_session=abc-_9 ;b=2"),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("abc-_9"));
+        assert_eq!(cookie(&headers, CSRF_COOKIE), Some("x"));
+        assert_eq!(cookie(&headers, "tidings"), None);
+        assert_eq!(cookie(&HeaderMap::new(), SESSION_COOKIE), None);
+    }
+
+    #[test]
+    fn sessions_are_random_distinct_and_end_on_close() {
+        let sessions = Sessions::default();
+        let (id, csrf) = sessions.open("ops", ApiScope::Admin);
+        let (other, _) = sessions.open("grafana", ApiScope::Read);
+        assert_ne!(id, other);
+        assert_ne!(id, csrf);
+        assert_eq!(id.len(), 43, "32 random bytes, base64url");
+        let s = sessions.get(&id).unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.scope, s.csrf),
+            ("ops", ApiScope::Admin, csrf)
+        );
+        assert!(sessions.get("forged").is_none());
+        sessions.close(&id);
+        assert!(sessions.get(&id).is_none());
+        assert!(sessions.get(&other).is_some());
+        assert!(
+            !format!("{sessions:?}").contains(&other),
+            "Debug never shows an id"
+        );
+    }
+}
