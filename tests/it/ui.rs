@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -653,245 +654,254 @@ async fn operators_find_act_and_read_only_users_only_look(pool: PgPool) {
     pools.stop().await;
 
     let client = browser(&driver).await;
-    login(&client, &base, ADMIN).await;
-    loaded(&client).await;
+    // The steps run to the end or to their first failed assertion; either way the browser is closed (a panic
+    // would otherwise leave Chromium running after chromedriver is killed).
+    let steps = std::panic::AssertUnwindSafe(async {
+        login(&client, &base, ADMIN).await;
+        loaded(&client).await;
 
-    // Overview: counts by channel and status, the 429 pause with its countdown, the chart.
-    wait_text(
-        &client,
-        "tr[data-channel=sms] td[data-status=scheduled]",
-        "3",
-    )
-    .await;
-    wait_text(
-        &client,
-        "tr[data-channel=alerts] td[data-status=scheduled]",
-        "1",
-    )
-    .await;
-    wait_text(
-        &client,
-        "tr[data-channel=sms] td[data-status=accepted]",
-        "0",
-    )
-    .await;
-    let sms_row = text_of(&client, "tr[data-channel=sms]").await;
-    assert!(
-        sms_row.contains("paused") && sms_row.contains("rate_limited"),
-        "{sms_row}"
-    );
-    assert!(sms_row.contains("20/s"), "{sms_row}");
-    let alerts_row = text_of(&client, "tr[data-channel=alerts]").await;
-    assert!(
-        alerts_row.contains("running") && alerts_row.contains('3'),
-        "{alerts_row}"
-    );
-    let chart = client
-        .find(Locator::Css("#chart svg"))
-        .await
-        .unwrap()
-        .attr("aria-label")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(chart.contains("7 sent"), "{chart}");
-    wait_text(&client, "#error-reasons", "rate_limited × 1").await;
-    shot(&client, "overview").await;
-    // The chart's window is in the URL too.
-    click(&client, "a[href='/?window=24h']").await;
-    loaded(&client).await;
-    assert_eq!(
-        client.current_url().await.unwrap().query(),
-        Some("window=24h")
-    );
-    let day = client
-        .find(Locator::Css("#chart svg"))
-        .await
-        .unwrap()
-        .attr("aria-label")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        day.starts_with("Last 24 hours") && day.contains("7 sent"),
-        "{day}"
-    );
-
-    // The list, filtered by channel and tag through the form; the filter lands in the URL.
-    open(&client, &base, "/messages").await;
-    client
-        .find(Locator::Css("#f-channel"))
-        .await
-        .unwrap()
-        .select_by_value("sms")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("#f-tag"))
-        .await
-        .unwrap()
-        .send_keys("promo")
-        .await
-        .unwrap();
-    click(&client, "#apply").await;
-    loaded(&client).await;
-    let url = client.current_url().await.unwrap();
-    assert_eq!(url.path(), "/messages");
-    assert_eq!(url.query(), Some("channel=sms&tag=promo"));
-    assert_eq!(count(&client, "#message-table tbody tr").await, 3);
-    let table = text_of(&client, "#message-table").await;
-    assert!(table.contains("•••678"), "recipients masked: {table}");
-    assert!(!table.contains("+819012345678"), "{table}");
-    shot(&client, "messages").await;
-    // Back and forward keep the filter.
-    client.back().await.unwrap();
-    loaded(&client).await;
-    assert_eq!(client.current_url().await.unwrap().query(), None);
-    client.forward().await.unwrap();
-    loaded(&client).await;
-    assert_eq!(count(&client, "#message-table tbody tr").await, 3);
-
-    // The held message's timeline: the quiet-hours hold and the 429 pause in words, details one click away.
-    click(&client, &format!("tr[data-id='{held}'] a")).await;
-    loaded(&client).await;
-    assert_eq!(
-        client.current_url().await.unwrap().path(),
-        format!("/messages/{held}")
-    );
-    let quiet = text_of(&client, "#timeline li[data-reason=quiet_hours] .human").await;
-    assert!(
-        quiet.starts_with("held by quiet hours until ") && quiet.ends_with("Asia/Tokyo"),
-        "{quiet}"
-    );
-    let limited = text_of(&client, "#timeline li[data-reason=rate_limited] .human").await;
-    assert!(
-        limited.starts_with("channel paused by a 429 until ")
-            && limited.ends_with("(Retry-After 30 s)"),
-        "{limited}"
-    );
-    click(&client, "#timeline li[data-reason=rate_limited] summary").await;
-    let detail = text_of(&client, "#timeline li[data-reason=rate_limited] pre").await;
-    assert!(detail.contains("\"http_status\": 429"), "{detail}");
-    let recipient = text_of(&client, "#recipient").await;
-    assert!(
-        recipient.ends_with("678") && !recipient.contains("9012345"),
-        "{recipient}"
-    );
-    shot(&client, "message").await;
-    // The same page on a phone-sized window.
-    client.set_window_size(390, 844).await.unwrap();
-    shot(&client, "message-phone").await;
-    client.set_window_size(1280, 1000).await.unwrap();
-
-    // Cancel one scheduled message from its page.
-    open(&client, &base, &format!("/messages/{single}")).await;
-    click(&client, "#actions [data-action=cancel]").await;
-    click(&client, "#confirm").await;
-    wait_until(Duration::from_secs(15), "canceled from the UI", || async {
-        status_of(&pool, single).await == "canceled"
-    })
-    .await;
-
-    // Bulk-cancel everything the filter matches, after the dry run's count and the confirmation.
-    open(
-        &client,
-        &base,
-        "/messages?channel=sms&tag=promo&status=scheduled",
-    )
-    .await;
-    click(&client, "[data-bulk=cancel]").await;
-    let counted = text_of(&client, "#bulk-count").await;
-    assert!(counted.starts_with("3 messages match"), "{counted}");
-    for id in &promos {
-        assert_eq!(
-            status_of(&pool, *id).await,
-            "scheduled",
-            "nothing before the confirmation"
+        // Overview: counts by channel and status, the 429 pause with its countdown, the chart.
+        wait_text(
+            &client,
+            "tr[data-channel=sms] td[data-status=scheduled]",
+            "3",
+        )
+        .await;
+        wait_text(
+            &client,
+            "tr[data-channel=alerts] td[data-status=scheduled]",
+            "1",
+        )
+        .await;
+        wait_text(
+            &client,
+            "tr[data-channel=sms] td[data-status=accepted]",
+            "0",
+        )
+        .await;
+        let sms_row = text_of(&client, "tr[data-channel=sms]").await;
+        assert!(
+            sms_row.contains("paused") && sms_row.contains("rate_limited"),
+            "{sms_row}"
         );
-    }
-    click(&client, "#confirm").await;
-    wait_until(
-        Duration::from_secs(15),
-        "bulk-canceled from the UI",
-        || async {
-            let mut all = true;
-            for id in &promos {
-                all &= status_of(&pool, *id).await == "canceled";
-            }
-            all
-        },
-    )
-    .await;
+        assert!(sms_row.contains("20/s"), "{sms_row}");
+        let alerts_row = text_of(&client, "tr[data-channel=alerts]").await;
+        assert!(
+            alerts_row.contains("running") && alerts_row.contains('3'),
+            "{alerts_row}"
+        );
+        let chart = client
+            .find(Locator::Css("#chart svg"))
+            .await
+            .unwrap()
+            .attr("aria-label")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(chart.contains("7 sent"), "{chart}");
+        wait_text(&client, "#error-reasons", "rate_limited × 1").await;
+        shot(&client, "overview").await;
+        // The chart's window is in the URL too.
+        click(&client, "a[href='/?window=24h']").await;
+        loaded(&client).await;
+        assert_eq!(
+            client.current_url().await.unwrap().query(),
+            Some("window=24h")
+        );
+        let day = client
+            .find(Locator::Css("#chart svg"))
+            .await
+            .unwrap()
+            .attr("aria-label")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            day.starts_with("Last 24 hours") && day.contains("7 sent"),
+            "{day}"
+        );
 
-    // Pause a channel from the overview.
-    open(&client, &base, "/").await;
-    click(&client, "tr[data-channel=alerts] [data-action=pause]").await;
-    click(&client, "#confirm").await;
-    wait_until(Duration::from_secs(15), "alerts paused", || async {
-        sqlx::query_scalar::<_, bool>(
-            "SELECT coalesce(paused_until > now() + interval '10 minutes', false) FROM tidings.channel_state WHERE channel = 'alerts'",
+        // The list, filtered by channel and tag through the form; the filter lands in the URL.
+        open(&client, &base, "/messages").await;
+        client
+            .find(Locator::Css("#f-channel"))
+            .await
+            .unwrap()
+            .select_by_value("sms")
+            .await
+            .unwrap();
+        client
+            .find(Locator::Css("#f-tag"))
+            .await
+            .unwrap()
+            .send_keys("promo")
+            .await
+            .unwrap();
+        click(&client, "#apply").await;
+        loaded(&client).await;
+        let url = client.current_url().await.unwrap();
+        assert_eq!(url.path(), "/messages");
+        assert_eq!(url.query(), Some("channel=sms&tag=promo"));
+        assert_eq!(count(&client, "#message-table tbody tr").await, 3);
+        let table = text_of(&client, "#message-table").await;
+        assert!(table.contains("•••678"), "recipients masked: {table}");
+        assert!(!table.contains("+819012345678"), "{table}");
+        shot(&client, "messages").await;
+        // Back and forward keep the filter.
+        client.back().await.unwrap();
+        loaded(&client).await;
+        assert_eq!(client.current_url().await.unwrap().query(), None);
+        client.forward().await.unwrap();
+        loaded(&client).await;
+        assert_eq!(count(&client, "#message-table tbody tr").await, 3);
+
+        // The held message's timeline: the quiet-hours hold and the 429 pause in words, details one click away.
+        click(&client, &format!("tr[data-id='{held}'] a")).await;
+        loaded(&client).await;
+        assert_eq!(
+            client.current_url().await.unwrap().path(),
+            format!("/messages/{held}")
+        );
+        let quiet = text_of(&client, "#timeline li[data-reason=quiet_hours] .human").await;
+        assert!(
+            quiet.starts_with("held by quiet hours until ") && quiet.ends_with("Asia/Tokyo"),
+            "{quiet}"
+        );
+        let limited = text_of(&client, "#timeline li[data-reason=rate_limited] .human").await;
+        assert!(
+            limited.starts_with("channel paused by a 429 until ")
+                && limited.ends_with("(Retry-After 30 s)"),
+            "{limited}"
+        );
+        click(&client, "#timeline li[data-reason=rate_limited] summary").await;
+        let detail = text_of(&client, "#timeline li[data-reason=rate_limited] pre").await;
+        assert!(detail.contains("\"http_status\": 429"), "{detail}");
+        let recipient = text_of(&client, "#recipient").await;
+        assert!(
+            recipient.ends_with("678") && !recipient.contains("9012345"),
+            "{recipient}"
+        );
+        shot(&client, "message").await;
+        // The same page on a phone-sized window.
+        client.set_window_size(390, 844).await.unwrap();
+        shot(&client, "message-phone").await;
+        client.set_window_size(1280, 1000).await.unwrap();
+
+        // Cancel one scheduled message from its page.
+        open(&client, &base, &format!("/messages/{single}")).await;
+        click(&client, "#actions [data-action=cancel]").await;
+        click(&client, "#confirm").await;
+        wait_until(Duration::from_secs(15), "canceled from the UI", || async {
+            status_of(&pool, single).await == "canceled"
+        })
+        .await;
+
+        // Bulk-cancel everything the filter matches, after the dry run's count and the confirmation.
+        open(
+            &client,
+            &base,
+            "/messages?channel=sms&tag=promo&status=scheduled",
         )
-        .fetch_optional(&pool)
-        .await
-        .unwrap()
-        .unwrap_or(false)
+        .await;
+        click(&client, "[data-bulk=cancel]").await;
+        let counted = text_of(&client, "#bulk-count").await;
+        assert!(counted.starts_with("3 messages match"), "{counted}");
+        for id in &promos {
+            assert_eq!(
+                status_of(&pool, *id).await,
+                "scheduled",
+                "nothing before the confirmation"
+            );
+        }
+        click(&client, "#confirm").await;
+        wait_until(
+            Duration::from_secs(15),
+            "bulk-canceled from the UI",
+            || async {
+                let mut all = true;
+                for id in &promos {
+                    all &= status_of(&pool, *id).await == "canceled";
+                }
+                all
+            },
+        )
+        .await;
+
+        // Pause a channel from the overview.
+        open(&client, &base, "/").await;
+        click(&client, "tr[data-channel=alerts] [data-action=pause]").await;
+        click(&client, "#confirm").await;
+        wait_until(Duration::from_secs(15), "alerts paused", || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT coalesce(paused_until > now() + interval '10 minutes', false) FROM tidings.channel_state WHERE channel = 'alerts'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+            .unwrap_or(false)
+        })
+        .await;
+        wait_text(
+            &client,
+            "tr[data-channel=alerts] td.state",
+            "paused from the dashboard",
+        )
+        .await;
+
+        // Read-only: everything visible, no action anywhere, and a forged action refused.
+        click(&client, "#logout").await;
+        login(&client, &base, READ).await;
+        loaded(&client).await;
+        assert_eq!(count(&client, "[data-action]").await, 0);
+        // 60 more on the paused channel: 64 in all, so the list has a second page through the API's next_cursor.
+        crate::support::enqueue_n(&pool, "alerts", 60).await;
+        open(&client, &base, "/messages?channel=alerts").await;
+        assert_eq!(count(&client, "#bulk, [data-bulk]").await, 0);
+        assert_eq!(count(&client, "#message-table tbody tr").await, 50);
+        let first_page = text_of(&client, "#message-table tbody tr:last-child").await;
+        click(&client, ".pager a:last-child").await;
+        loaded(&client).await;
+        let url = client.current_url().await.unwrap();
+        assert!(
+            url.query().unwrap().starts_with("channel=alerts&cursor="),
+            "{url}"
+        );
+        assert_eq!(count(&client, "#message-table tbody tr").await, 14);
+        assert_ne!(
+            text_of(&client, "#message-table tbody tr:first-child").await,
+            first_page
+        );
+        client.back().await.unwrap();
+        loaded(&client).await;
+        assert_eq!(count(&client, "#message-table tbody tr").await, 50);
+        let other = NewMessage::sms("alerts", "+31650000000")
+            .text("later")
+            .scheduled_for(later)
+            .enqueue(&pool)
+            .await
+            .unwrap();
+        open(&client, &base, &format!("/messages/{other}")).await;
+        assert_eq!(count(&client, "#actions, [data-action]").await, 0);
+        let forged = client
+            .execute_async(
+                r#"const [id, done] = arguments;
+                   const csrf = document.cookie.match(/tidings_csrf=([^;]*)/)[1];
+                   fetch(`/v1/messages/${id}/cancel`, { method: "POST", headers: { "X-CSRF-Token": csrf } })
+                     .then((r) => done(r.status));"#,
+                vec![json!(other.to_string())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(forged, json!(403));
+        assert_eq!(status_of(&pool, other).await, "scheduled");
+
     })
+    .catch_unwind()
     .await;
-    wait_text(
-        &client,
-        "tr[data-channel=alerts] td.state",
-        "paused from the dashboard",
-    )
-    .await;
-
-    // Read-only: everything visible, no action anywhere, and a forged action refused.
-    click(&client, "#logout").await;
-    login(&client, &base, READ).await;
-    loaded(&client).await;
-    assert_eq!(count(&client, "[data-action]").await, 0);
-    // 60 more on the paused channel: 64 in all, so the list has a second page through the API's next_cursor.
-    crate::support::enqueue_n(&pool, "alerts", 60).await;
-    open(&client, &base, "/messages?channel=alerts").await;
-    assert_eq!(count(&client, "#bulk, [data-bulk]").await, 0);
-    assert_eq!(count(&client, "#message-table tbody tr").await, 50);
-    let first_page = text_of(&client, "#message-table tbody tr:last-child").await;
-    click(&client, ".pager a:last-child").await;
-    loaded(&client).await;
-    let url = client.current_url().await.unwrap();
-    assert!(
-        url.query().unwrap().starts_with("channel=alerts&cursor="),
-        "{url}"
-    );
-    assert_eq!(count(&client, "#message-table tbody tr").await, 14);
-    assert_ne!(
-        text_of(&client, "#message-table tbody tr:first-child").await,
-        first_page
-    );
-    client.back().await.unwrap();
-    loaded(&client).await;
-    assert_eq!(count(&client, "#message-table tbody tr").await, 50);
-    let other = NewMessage::sms("alerts", "+31650000000")
-        .text("later")
-        .scheduled_for(later)
-        .enqueue(&pool)
-        .await
-        .unwrap();
-    open(&client, &base, &format!("/messages/{other}")).await;
-    assert_eq!(count(&client, "#actions, [data-action]").await, 0);
-    let forged = client
-        .execute_async(
-            r#"const [id, done] = arguments;
-               const csrf = document.cookie.match(/tidings_csrf=([^;]*)/)[1];
-               fetch(`/v1/messages/${id}/cancel`, { method: "POST", headers: { "X-CSRF-Token": csrf } })
-                 .then((r) => done(r.status));"#,
-            vec![json!(other.to_string())],
-        )
-        .await
-        .unwrap();
-    assert_eq!(forged, json!(403));
-    assert_eq!(status_of(&pool, other).await, "scheduled");
-
     client.close().await.unwrap();
+    if let Err(panic) = steps {
+        std::panic::resume_unwind(panic);
+    }
     stop.cancel();
     ok.stop().await;
     busy.stop().await;
