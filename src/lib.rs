@@ -16,6 +16,7 @@
 //!     slots), executor (carries out the policy's decisions around the provider call), completer (batched,
 //!     guarded status updates plus events), the LISTEN task, maintenance and the inbound HTTP listener.
 //!   - [`api`]: the HTTP API of `tidings serve` (`/v1`, for producers and operators), over [`operator`].
+//!     Its [`api::ui`] is the dashboard at `/`: embedded assets that use only the `/v1` API.
 //!   - [`server`]: the worker's inbound HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/receipts/{channel}`).
 //!   - [`operator`]: cancel, retry, reschedule, pause, resume: one implementation for the API and the CLI.
 //!   - [`maintenance`]: rescuer (expired leases), sweeper (overdue scheduled messages), pruner, queue sampler.

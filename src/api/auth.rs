@@ -2,6 +2,10 @@
 //! token is read once at start, kept as a [`Secret`], and compared in constant time (over SHA-256 digests, so
 //! neither the content nor the length of a configured token leaks through timing). Tokens never reach the
 //! database or the log: the log and the events name the token's `name` only.
+//!
+//! The dashboard's session cookie ([`crate::api::ui::session`]) is accepted instead of the bearer header. A request
+//! made with the cookie that may change state (any method but GET, HEAD, OPTIONS) must also carry the session's
+//! CSRF token in `X-CSRF-Token`; bearer requests need none (a browser never adds that header by itself).
 
 use std::sync::Arc;
 
@@ -12,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::api::ui::session;
 use crate::config::{ApiConfig, ApiScope};
 use crate::error::{Error, Result};
 use crate::provider::credentials::{Env, Secret};
@@ -86,6 +91,11 @@ impl Tokens {
     /// loopback).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The name and scope of the token `presented`, when it is one of ours (the dashboard's login).
+    pub fn identify(&self, presented: &str) -> Option<(String, ApiScope)> {
+        self.find(presented).map(|t| (t.name.clone(), t.scope))
     }
 
     fn find(&self, presented: &str) -> Option<&Token> {
@@ -186,7 +196,7 @@ impl FromRequestParts<AppState> for Caller {
             )
         };
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(unauthorized("missing: send Authorization: Bearer <token>"));
+            return session_caller(parts, state);
         };
         let presented = value
             .to_str()
@@ -206,4 +216,50 @@ impl FromRequestParts<AppState> for Caller {
             None => Err(unauthorized("unknown token")),
         }
     }
+}
+
+/// The caller of a request without `Authorization`: the dashboard session of its cookie, with the CSRF check for
+/// state-changing methods.
+fn session_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let unauthorized = |field: &str, rule: &str| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            Some(field),
+            rule.to_owned(),
+        )
+    };
+    let Some(id) = session::cookie(&parts.headers, session::SESSION_COOKIE) else {
+        return Err(unauthorized(
+            "authorization",
+            "missing: send Authorization: Bearer <token>",
+        ));
+    };
+    let Some(s) = state.sessions.get(id) else {
+        return Err(unauthorized(
+            "cookie",
+            "the dashboard session expired or ended: log in again",
+        ));
+    };
+    if !parts.method.is_safe() {
+        let sent = parts
+            .headers
+            .get(session::CSRF_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !bool::from(sent.ct_eq(s.csrf.as_bytes())) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                Some("X-CSRF-Token"),
+                "a request with the session cookie that changes state must carry the session's CSRF token"
+                    .into(),
+            ));
+        }
+    }
+    Ok(Caller {
+        name: s.name,
+        scope: s.scope,
+        open: false,
+    })
 }

@@ -35,6 +35,7 @@ pub mod auth;
 pub mod channels;
 pub mod messages;
 pub mod openapi;
+pub mod ui;
 
 pub use auth::{Caller, Tokens};
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub store: Store,
     /// The configured tokens.
     pub tokens: Tokens,
+    /// The dashboard's sessions.
+    pub sessions: crate::api::ui::session::Sessions,
 }
 
 /// The error answer: `{"error": {"code", "field", "rule", "index"}}`.
@@ -190,6 +193,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/channels", get(channels::list))
         .route("/v1/stats", get(channels::stats))
         .route("/v1/openapi.json", get(openapi::document))
+        .merge(crate::api::ui::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -231,6 +235,7 @@ pub async fn start(
         AppState {
             store: store.clone(),
             tokens,
+            sessions: Default::default(),
         },
         config.api.max_body,
     );
@@ -256,6 +261,7 @@ pub async fn serve(config: Config, store: Store, shutdown: CancellationToken) ->
     }
     let (addr, handle) = start(&config, store, &|var| std::env::var(var).ok(), shutdown).await?;
     tracing::info!(%addr, tokens = config.api.tokens.len(), "serving the HTTP API on /v1");
+    tracing::info!(url = %format!("http://{addr}/"), "serving the dashboard");
     handle
         .await
         .map_err(|e| Error::Other(format!("api task: {e}")))

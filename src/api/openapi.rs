@@ -21,6 +21,7 @@ use super::{ErrorBody, ErrorDetail, channels, messages};
         messages::get_one,
         channels::list,
         channels::stats,
+        crate::api::ui::timeline::timeline,
         messages::cancel_one,
         messages::retry_one,
         messages::reschedule_one,

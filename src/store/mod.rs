@@ -17,10 +17,12 @@ use crate::outcome::Outcome;
 mod act;
 mod read;
 mod receipt;
+mod ui_read;
 
 pub use act::{MessageActParams, MessageAction};
 pub use read::{ChannelRow, EnqueueApiOutcome, EnqueueApiParams, MessageListParams, MessageRow};
 pub(crate) use receipt::ReceiptParams;
+pub use ui_read::TimelineMinute;
 
 /// The migrations of `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

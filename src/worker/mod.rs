@@ -59,7 +59,7 @@ pub struct Worker {
 /// A started worker: its HTTP address (when it serves one) and the task running it.
 pub struct RunningWorker {
     /// Where `/metrics`, `/healthz`, `/readyz` and `/receipts/{channel}` answer, when served.
-    pub(crate) http_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
 

@@ -17,4 +17,5 @@ mod receipts;
 mod security;
 mod sql_api;
 mod support;
+mod ui;
 mod worker_e2e;
