@@ -3,7 +3,7 @@
 //! the API's own filter parser ([`ListFilter`]), so the two cannot drift: same rules, same events
 //! (`operator_<action>`), with the actor `cli:$USER` where the API writes the token's name.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use super::database_url;
@@ -220,9 +220,10 @@ pub async fn act(verb: Verb, target: Target, at: Option<&str>) -> Result<Outcome
         let acted: Acted<()> = operator::act_one(&store, id, action, &by).await?;
         return Ok(match acted {
             Ok(()) => match action {
-                MessageAction::Reschedule(at) => {
-                    Outcome::Done(format!("{done} {id} to {}", at.to_rfc3339()))
-                }
+                MessageAction::Reschedule(at) => Outcome::Done(format!(
+                    "{done} {id} to {}",
+                    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+                )),
                 _ => Outcome::Done(format!("{done} {id}")),
             },
             Err(r) => refused(done, r),
@@ -286,7 +287,10 @@ pub async fn pause(channel: &str, until: &str, reason: &str) -> Result<Outcome> 
     let store = Store::connect(&database_url()?, 2).await?;
     Ok(
         match operator::pause(&store, channel, until, reason, &actor()).await? {
-            Ok(()) => Outcome::Done(format!("paused {channel} until {}", until.to_rfc3339())),
+            Ok(()) => Outcome::Done(format!(
+                "paused {channel} until {}",
+                until.to_rfc3339_opts(SecondsFormat::Millis, true)
+            )),
             Err(r) => refused("paused", r),
         },
     )
