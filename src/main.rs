@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tidings::app::operator_cli::Verb;
 
 /// mimalloc instead of glibc malloc: the worker allocates small, short-lived objects on many threads (rows, JSON
 /// values, futures), where glibc's arena locking showed up as the top of the profile.
@@ -98,10 +99,99 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a waiting (accepted or scheduled) message, or every one a filter matches.
+    Cancel(TargetArgs),
+    /// Retry a failed (sending_failed, rejected, expired) message whose validity allows it, or every one a filter
+    /// matches.
+    Retry(TargetArgs),
+    /// Move a waiting message, or every one a filter matches, to another time.
+    Reschedule {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// When it becomes due (RFC 3339, at most 35 days ahead).
+        #[arg(long, value_name = "RFC3339")]
+        at: String,
+    },
+    /// Pause a channel for every worker (like a 429's pause, replacing any in force).
+    Pause {
+        /// Channel name.
+        channel: String,
+        /// Until when: RFC 3339, or a duration from now like 30m (at most 30 days).
+        #[arg(long, value_name = "RFC3339|DURATION")]
+        until: String,
+        /// Why (1 to 200 characters); shown with the pause.
+        #[arg(long)]
+        reason: String,
+    },
+    /// End a channel's pause (a 429's or an operator's).
+    Resume {
+        /// Channel name.
+        channel: String,
+    },
+}
+
+/// One message by id, or the messages a filter matches (the filter keys of `GET /v1/messages`).
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// Message id (or select by the filter flags instead).
+    id: Option<String>,
+    /// Only these statuses (comma-separated).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this channel.
+    #[arg(long)]
+    channel: Option<String>,
+    /// Only messages with this tag.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Only this use case.
+    #[arg(long)]
+    use_case: Option<String>,
+    /// Only this producer reference.
+    #[arg(long)]
+    reference: Option<String>,
+    /// Only this recipient (phone number).
+    #[arg(long)]
+    recipient: Option<String>,
+    /// Only messages created at or after this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    created_after: Option<String>,
+    /// Only messages created before this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    created_before: Option<String>,
+    /// Count the messages the action would change; change nothing.
+    #[arg(long, conflicts_with = "expect_count")]
+    dry_run: bool,
+    /// Act only if exactly N messages match (N from the dry run); else nothing changes.
+    #[arg(long, value_name = "N")]
+    expect_count: Option<i64>,
+}
+
+impl From<TargetArgs> for tidings::app::operator_cli::Target {
+    fn from(a: TargetArgs) -> Self {
+        Self {
+            id: a.id,
+            filter: tidings::app::operator_cli::FilterFlags {
+                status: a.status,
+                channel: a.channel,
+                tag: a.tag,
+                use_case: a.use_case,
+                reference: a.reference,
+                recipient: a.recipient,
+                created_after: a.created_after,
+                created_before: a.created_before,
+            },
+            dry_run: a.dry_run,
+            expect_count: a.expect_count,
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     // The demo prints its own story; keep the log to warnings there unless RUST_LOG says otherwise.
     let default_filter = match cli.command {
         Command::Demo | Command::Bench(_) => "warn",
@@ -179,8 +269,56 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Stats { json } => cli::stats(json).await?,
+        Command::Cancel(target) => return operator(Verb::Cancel, target, None).await,
+        Command::Retry(target) => return operator(Verb::Retry, target, None).await,
+        Command::Reschedule { target, at } => {
+            return operator(Verb::Reschedule, target, Some(&at)).await;
+        }
+        Command::Pause {
+            channel,
+            until,
+            reason,
+        } => {
+            let outcome = tidings::app::operator_cli::pause(&channel, &until, &reason).await?;
+            return Ok(ExitCode::from(outcome.print()));
+        }
+        Command::Resume { channel } => {
+            let outcome = tidings::app::operator_cli::resume(&channel).await?;
+            return Ok(ExitCode::from(outcome.print()));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn operator(verb: Verb, target: TargetArgs, at: Option<&str>) -> anyhow::Result<ExitCode> {
+    let outcome = tidings::app::operator_cli::act(verb, target.into(), at).await?;
+    Ok(ExitCode::from(outcome.print()))
+}
+
+/// A command line clap refuses: one readable line (clap's message without its usage block), clap's exit code;
+/// `--help` and `--version` print as clap prints them.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = first.join(" ");
+    eprintln!(
+        "tidings: {} (see --help)",
+        line.strip_prefix("error: ").unwrap_or(&line)
+    );
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {

@@ -129,6 +129,11 @@ impl ApiError {
         self.status
     }
 
+    /// The rule broken, in words (the CLI reports a filter error of [`messages::ListFilter`] under its flag).
+    pub fn rule(&self) -> &str {
+        &self.body.error.rule
+    }
+
     /// A body that could not be read: too large (413) or cut off (400).
     pub fn from_body(rejection: BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

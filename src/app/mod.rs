@@ -3,6 +3,7 @@
 //! [`crate::worker::Worker`].
 //!
 //! - [`cli`]: the subcommands (`migrate`, `worker`, `enqueue`, `status`, `stats`);
+//! - [`operator_cli`]: `cancel`, `retry`, `reschedule`, `pause`, `resume` over [`crate::operator`];
 //! - [`demo`]: `tidings demo`, a realistic mix drained against the sandbox;
 //! - [`bench`]: `tidings bench`, the burn-down and latency benchmark (its SQL in [`bench_store`]);
 //! - [`sandbox_server`]: `tidings sandbox`, the local fake of every provider API;
@@ -13,6 +14,7 @@ mod bench_store;
 pub mod cli;
 pub mod demo;
 pub mod local_pg;
+pub mod operator_cli;
 pub mod sandbox_server;
 
 use crate::error::{Error, Result};

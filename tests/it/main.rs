@@ -9,6 +9,7 @@ mod bad_input;
 mod bench_cli;
 mod enqueue_sql;
 mod faults;
+mod operator_cli;
 mod ops;
 mod policy_e2e;
 mod provider_boundary;
