@@ -73,7 +73,11 @@ enum Command {
         log_file: Option<PathBuf>,
     },
     /// Migrate, start the sandbox, enqueue a realistic mix, drain it and print every transition.
-    Demo,
+    Demo {
+        /// Afterwards, serve the dashboard over the demo's messages until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+    },
     /// Burn-down benchmark: bulk-enqueue N, drain, verify, report rates and latency.
     Bench(tidings::app::bench::BenchArgs),
     /// Enqueue messages from a JSON-lines file (one object per line, the keys of tidings.enqueue).
@@ -194,7 +198,7 @@ fn main() -> ExitCode {
     };
     // The demo prints its own story; keep the log to warnings there unless RUST_LOG says otherwise.
     let default_filter = match cli.command {
-        Command::Demo | Command::Bench(_) => "warn",
+        Command::Demo { .. } | Command::Bench(_) => "warn",
         _ => "info,sqlx=warn",
     };
     init_logging(cli.log_format, default_filter);
@@ -248,7 +252,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tidings::shutdown::signal().await;
             sandbox.stop().await;
         }
-        Command::Demo => tidings::app::demo::run().await?,
+        Command::Demo { serve } => tidings::app::demo::run(serve).await?,
         Command::Bench(args) => tidings::app::bench::run(args).await?,
         Command::Enqueue { file, batch } => {
             if batch == 0 || batch > 100_000 {

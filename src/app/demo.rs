@@ -275,7 +275,7 @@ fn every_kind() -> Vec<Planned> {
 }
 
 /// Runs the demo.
-pub async fn run() -> Result<()> {
+pub async fn run(serve: bool) -> Result<()> {
     let started = Instant::now();
     let server = server().await?;
     let url = fresh_database(&server.url).await?;
@@ -356,6 +356,7 @@ pub async fn run() -> Result<()> {
 
     println!("starting a worker pool…");
     let shutdown = Shutdown::new();
+    let config_for_api = config.clone();
     let running = Worker::new(config, store.clone())
         .env(std::sync::Arc::new(demo_env))
         .shutdown(shutdown.clone())
@@ -442,6 +443,19 @@ pub async fn run() -> Result<()> {
         labels.keys().next().expect("messages")
     );
     sandbox.stop().await;
+    if serve {
+        // The dashboard over the demo's database: `[api]` with no token is open, and only on loopback.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (addr, task) =
+            crate::api::start(&config_for_api, store.clone(), &demo_env, stop.clone()).await?;
+        println!();
+        println!("dashboard: http://{addr}/  (the demo's messages; Ctrl-C to stop)");
+        crate::shutdown::signal().await;
+        stop.cancel();
+        let _ = task.await;
+    } else {
+        println!("see it in the dashboard: cargo run -- demo --serve");
+    }
     store.pool().close().await;
     Ok(())
 }
