@@ -12,8 +12,10 @@
 -- HTTP API), so no enqueue function changes.
 CREATE TABLE tidings.message_recipients (
     -- The recipient's phone number, cut to 64 characters as 0008's index was (a btree row has a size limit);
-    -- readers re-check the full number on the message.
-    phone      text NOT NULL,
+    -- readers re-check the full number on the message. Collation "C": only equality is ever asked, and comparing
+    -- under the database's linguistic collation made each insertion cost about 5 us per message of a 1000-message
+    -- enqueue_many (30% of the call); bytewise it is within noise of no lookup at all.
+    phone      text COLLATE "C" NOT NULL,
     message_id uuid NOT NULL,
     PRIMARY KEY (phone, message_id)
 );
