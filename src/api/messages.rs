@@ -23,9 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Need;
-use super::{
-    ApiError, AppState, Caller, ErrorBody, mask_in, mask_recipient, parse_body, query_pairs,
-};
+use super::{ApiError, AppState, Caller, ErrorBody, parse_body, query_pairs};
 use crate::operator;
 use crate::store::{
     EnqueueApiOutcome, EnqueueApiParams, MessageAction, MessageListParams, MessageRow,
@@ -144,7 +142,7 @@ pub struct MessageView {
 impl MessageView {
     fn new(r: MessageRow, reveal: bool) -> Self {
         MessageView {
-            recipient: mask_recipient(&r.recipient, reveal),
+            recipient: crate::mask::mask_recipient_value(&r.recipient, reveal),
             id: r.id,
             channel: r.channel,
             status: r.status,
@@ -472,7 +470,7 @@ pub async fn get_one(
             if let Some(d) = detail.as_mut()
                 && !reveal
             {
-                mask_in(d, &recipient);
+                crate::mask::mask_in(d, &recipient);
             }
             EventView {
                 at: e.at,

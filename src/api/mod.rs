@@ -22,7 +22,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
@@ -283,62 +282,6 @@ async fn prune_keys(store: Store, shutdown: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
             _ = shutdown.cancelled() => return,
         }
-    }
-}
-
-/// The recipient as answered: every string but the time zone masked like the demo masks phone numbers (all but
-/// the last 3 characters), unless the caller may and asked to see it.
-pub fn mask_recipient(recipient: &Value, reveal: bool) -> Value {
-    if reveal {
-        return recipient.clone();
-    }
-    match recipient {
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Value::String(s) if k != "timezone" => {
-                            Value::String(crate::mask::mask_phone(s))
-                        }
-                        Value::String(_) => v.clone(),
-                        other => mask_recipient(other, false),
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        Value::String(s) => Value::String(crate::mask::mask_phone(s)),
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|v| mask_recipient(v, false)).collect())
-        }
-        other => other.clone(),
-    }
-}
-
-/// Replaces the recipient's phone number (with and without `+`) in every string of `detail`: providers echo the
-/// receiver in error bodies, which events keep.
-pub fn mask_in(detail: &mut Value, recipient: &Value) {
-    let Some(phone) = recipient.get("phone").and_then(Value::as_str) else {
-        return;
-    };
-    if phone.len() < 4 {
-        return;
-    }
-    let digits = phone.strip_prefix('+');
-    match detail {
-        Value::String(s) => {
-            if s.contains(phone) {
-                *s = s.replace(phone, &crate::mask::mask_phone(phone));
-            }
-            if let Some(d) = digits
-                && s.contains(d)
-            {
-                *s = s.replace(d, &crate::mask::mask_phone(d));
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| mask_in(v, recipient)),
-        Value::Object(map) => map.values_mut().for_each(|v| mask_in(v, recipient)),
-        _ => {}
     }
 }
 

@@ -211,16 +211,7 @@ pub async fn status(id: &str, json: bool) -> Result<bool> {
     )?;
     // Providers echo the receiver in error bodies, which the events keep: mask it there too.
     let phone = message["recipient"]["phone"].as_str().unwrap_or("");
-    let mask = |text: String| {
-        if phone.len() < 4 {
-            return text;
-        }
-        let text = text.replace(phone, &crate::mask::mask_phone(phone));
-        match phone.strip_prefix('+') {
-            Some(digits) => text.replace(digits, &crate::mask::mask_phone(digits)),
-            None => text,
-        }
-    };
+    let mask = |text: String| crate::mask::mask_phone_in(&text, phone).unwrap_or(text);
     for e in events {
         writeln!(
             out,
