@@ -157,6 +157,9 @@ struct TargetArgs {
     /// Only this recipient (phone number).
     #[arg(long)]
     recipient: Option<String>,
+    /// Only the message with this provider message id.
+    #[arg(long)]
+    provider_message_id: Option<String>,
     /// Only messages created at or after this time (RFC 3339).
     #[arg(long, value_name = "RFC3339")]
     created_after: Option<String>,
@@ -182,6 +185,7 @@ impl From<TargetArgs> for tidings::app::operator_cli::Target {
                 use_case: a.use_case,
                 reference: a.reference,
                 recipient: a.recipient,
+                provider_message_id: a.provider_message_id,
                 created_after: a.created_after,
                 created_before: a.created_before,
             },

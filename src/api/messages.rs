@@ -219,6 +219,8 @@ pub struct ListQuery {
     pub reference: Option<String>,
     /// Recipient phone number, exact (a 10-digit US number and its +1 form are the same number).
     pub recipient: Option<String>,
+    /// The provider's message id (as in a delivery receipt).
+    pub provider_message_id: Option<String>,
     /// Created at or after (RFC 3339, millisecond precision).
     pub created_after: Option<DateTime<Utc>>,
     /// Created before (RFC 3339, millisecond precision).
@@ -513,6 +515,7 @@ pub struct ListFilter {
     use_case: Option<String>,
     reference: Option<String>,
     recipient: Option<Vec<String>>,
+    provider_message_id: Option<String>,
     min_id: Option<Uuid>,
     max_id: Option<Uuid>,
 }
@@ -525,6 +528,7 @@ pub const FILTER_KEYS: &[&str] = &[
     "use_case",
     "reference",
     "recipient",
+    "provider_message_id",
     "created_after",
     "created_before",
 ];
@@ -567,6 +571,7 @@ impl ListFilter {
                 self.use_case = Some(value);
             }
             "reference" => self.reference = Some(nonempty(value)?),
+            "provider_message_id" => self.provider_message_id = Some(nonempty(value)?),
             "recipient" => {
                 let phone = nonempty(value)?;
                 // The forms tidings.recipient_key treats as one number: a 10-digit US number and its +1 form.
@@ -611,6 +616,7 @@ impl ListFilter {
             use_case: self.use_case.as_deref(),
             reference: self.reference.as_deref(),
             recipient: self.recipient.as_deref(),
+            provider_message_id: self.provider_message_id.as_deref(),
             limit: DEFAULT_LIMIT,
         }
     }

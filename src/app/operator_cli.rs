@@ -56,6 +56,8 @@ pub struct FilterFlags {
     pub reference: Option<String>,
     /// `--recipient` (a phone number).
     pub recipient: Option<String>,
+    /// `--provider-message-id`.
+    pub provider_message_id: Option<String>,
     /// `--created-after` (RFC 3339).
     pub created_after: Option<String>,
     /// `--created-before` (RFC 3339).
@@ -72,6 +74,7 @@ impl FilterFlags {
             ("use_case", &self.use_case),
             ("reference", &self.reference),
             ("recipient", &self.recipient),
+            ("provider_message_id", &self.provider_message_id),
             ("created_after", &self.created_after),
             ("created_before", &self.created_before),
         ]

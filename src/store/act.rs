@@ -44,7 +44,7 @@ impl Store {
             MessageAction::Reschedule(_) => include_str!("queries/operator_reschedule.sql"),
         };
         let f = &p.filter;
-        let mut q = sqlx::query_as(sql)
+        let q = sqlx::query_as(sql)
             .bind(p.id)
             .bind(f.min_id)
             .bind(f.max_id)
@@ -56,10 +56,12 @@ impl Store {
             .bind(f.recipient)
             .bind(p.dry_run)
             .bind(p.expect_count)
-            .bind(p.by);
-        if let MessageAction::Reschedule(at) = p.action {
-            q = q.bind(at);
-        }
+            .bind(p.by)
+            .bind(match p.action {
+                MessageAction::Reschedule(at) => Some(at),
+                _ => None,
+            })
+            .bind(f.provider_message_id);
         // Planned with its values, like message_list (absent filters fold away).
         Ok(q.persistent(false).fetch_one(&self.pool).await?)
     }

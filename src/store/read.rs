@@ -60,6 +60,8 @@ pub struct MessageListParams<'a> {
     pub reference: Option<&'a str>,
     /// Only recipients with one of these phone numbers (exact).
     pub recipient: Option<&'a [String]>,
+    /// Only the message with this provider message id.
+    pub provider_message_id: Option<&'a str>,
     /// Most rows.
     pub limit: i64,
 }
@@ -202,6 +204,7 @@ impl Store {
             )
             // Planned with the values each time (unnamed statement), so absent filters fold away and the
             // planner picks the index of the filters present; a cached generic plan would fit none of them.
+            .bind(p.provider_message_id)
             .persistent(false)
             .fetch_all(&self.pool)
             .await?)

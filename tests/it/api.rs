@@ -557,8 +557,10 @@ async fn list_filters_and_pages_stably_under_concurrent_inserts(pool: PgPool) {
         .post("/v1/messages/batch", PRODUCE, &json!({ "messages": msgs }))
         .await;
     let ids: Vec<String> = serde_json::from_value(body["ids"].clone()).unwrap();
-    sqlx::query("UPDATE tidings.messages SET status = 'sent' WHERE id = $1::text::uuid")
-        .bind(&ids[1])
+    sqlx::query(
+        "UPDATE tidings.messages SET status = 'sent', provider_message_id = 'pm-1' WHERE id = $1::text::uuid",
+    )
+    .bind(&ids[1])
         .execute(&pool)
         .await
         .unwrap();
@@ -594,6 +596,8 @@ async fn list_filters_and_pages_stably_under_concurrent_inserts(pool: PgPool) {
     assert_eq!(list("tag=even").await.0, pick(&[0, 2, 4]));
     assert_eq!(list("tag=EVEN&use_case=marketing").await.0, pick(&[4]));
     assert_eq!(list("reference=ref-3").await.0, pick(&[3]));
+    assert_eq!(list("provider_message_id=pm-1").await.0, pick(&[1]));
+    assert_eq!(list("provider_message_id=pm-2").await.0, pick(&[]));
     assert_eq!(list("recipient=%2B31612345605").await.0, pick(&[5]));
     let now = chrono::Utc::now();
     let at = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339().replace('+', "%2B");
@@ -945,6 +949,31 @@ async fn bulk_actions_count_first_and_change_nothing_when_the_count_moved(pool: 
     }
     assert_eq!(status_of(&pool, &ids[3]).await, "accepted");
 
+    // By the provider's message id, in each action's statement.
+    sqlx::query(
+        "UPDATE tidings.messages SET provider_message_id = 'pm-3' WHERE id = $1::text::uuid",
+    )
+    .bind(&ids[3])
+    .execute(&pool)
+    .await
+    .unwrap();
+    let at = chrono::Utc::now() + chrono::Duration::hours(2);
+    for (path, extra) in [
+        ("/v1/messages/cancel", json!({})),
+        ("/v1/messages/reschedule", json!({ "scheduled_for": at })),
+    ] {
+        let mut body = json!({ "filter": { "provider_message_id": "pm-3" }, "dry_run": true });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, body) = api.post(path, ADMIN, &body).await;
+        assert_eq!(
+            (status, body["count"].as_i64()),
+            (StatusCode::OK, Some(1)),
+            "{path}: {body}"
+        );
+    }
+
     // Retry and reschedule by filter.
     let (_, body) = api
         .post(
@@ -954,7 +983,6 @@ async fn bulk_actions_count_first_and_change_nothing_when_the_count_moved(pool: 
         )
         .await;
     assert_eq!(body["count"], 0, "canceled messages are not retried");
-    let at = chrono::Utc::now() + chrono::Duration::hours(2);
     let resched = json!({ "filter": { "channel": "sms" }, "dry_run": true, "scheduled_for": at });
     let (_, body) = api.post("/v1/messages/reschedule", ADMIN, &resched).await;
     assert_eq!(body["count"], 2);

@@ -3,7 +3,7 @@
 -- OFFSET, and rows inserted meanwhile (newer ids) never shift later pages. Created-time bounds are id bounds ($2,
 -- $3: the smallest UUIDv7 of that millisecond). Every filter is optional (NULL: no filter); the statement is
 -- planned with its values (unnamed statement), so an absent filter folds away and the planner picks the index of
--- the filters present: message_recipients (the recipient lookup table), messages_tags and messages_failed (whose partial predicates are
+-- the filters present: message_recipients (the recipient lookup table), messages_provider_id ($12), messages_tags and messages_failed (whose partial predicates are
 -- repeated here so they apply; $11 is true when every status asked for is a failure status), messages_reference,
 -- or else the primary key walked backwards.
 SELECT id, channel, status::text AS status, use_case, priority, recipient, tags, reference, attempts, max_attempts,
@@ -19,5 +19,6 @@ SELECT id, channel, status::text AS status, use_case, priority, recipient, tags,
    AND ($7::text IS NULL OR use_case = $7)
    AND ($8::text IS NULL OR reference = $8)
    AND ($9::text[] IS NULL OR (id IN (SELECT r.message_id FROM tidings.message_recipients r WHERE r.phone = ANY ($9::text[])) AND recipient ->> 'phone' = ANY ($9::text[])))
+   AND ($12::text IS NULL OR provider_message_id = $12)
  ORDER BY id DESC
  LIMIT $10

@@ -3,7 +3,8 @@
 -- span, counted from the new time.
 -- Parameters: the filter of message_list.sql ($1 one id, $2/$3 id bounds, $4 statuses, $5 channel, $6 tag,
 -- $7 use case, $8 reference, $9 recipient phone numbers; NULL: no filter), $10 dry run, $11 the count the operator expects
--- (NULL: any), $12 the token name (recorded in the event's detail).
+-- (NULL: any), $12 the token name (recorded in the event's detail),
+-- $14 the provider's message id (NULL: no filter).
 -- The matching rows are locked (FOR UPDATE: a worker's claim, with SKIP LOCKED, passes them by; a row a claim took
 -- first no longer matches when re-checked) and counted; only when it is not a dry run and the count is the
 -- expected one are they changed, each with its event in this statement. Returns (matched, changed).
@@ -20,6 +21,7 @@ WITH target AS (
    AND ($7::text IS NULL OR m.use_case = $7)
    AND ($8::text IS NULL OR m.reference = $8)
    AND ($9::text[] IS NULL OR (m.id IN (SELECT r.message_id FROM tidings.message_recipients r WHERE r.phone = ANY ($9::text[])) AND m.recipient ->> 'phone' = ANY ($9::text[])))
+   AND ($14::text IS NULL OR m.provider_message_id = $14)
        FOR UPDATE
 ), n AS (
     SELECT count(*) AS matched FROM target

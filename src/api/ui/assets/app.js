@@ -7,7 +7,7 @@ const LIVE = ["accepted", "scheduled", "processing"];
 const FAILED = ["sending_failed", "rejected", "expired", "delivery_failed"];
 const STATUSES = ["accepted", "scheduled", "processing", "sent", "delivered", "delivery_failed",
   "sending_failed", "rejected", "expired", "canceled"];
-const FILTERS = ["status", "channel", "tag", "use_case", "reference", "id", "recipient",
+const FILTERS = ["status", "channel", "tag", "use_case", "reference", "id", "provider_message_id", "recipient",
   "created_after", "created_before"];
 const USE_CASES = ["transactional", "conversational", "marketing", "promotional"];
 const POLL_MS = 3000;
@@ -448,6 +448,7 @@ async function messagesPage(gen) {
     field("use_case", "Use case", select("use_case", USE_CASES)),
     field("reference", "Reference", text("reference", "your id")),
     field("id", "Message id", text("id", "UUID")),
+    field("provider_message_id", "Provider id", text("provider_message_id", "as in a receipt")),
     field("recipient", "Recipient (exact)", text("recipient", "+31612345678")),
     field("created_after", "Created after", time("created_after")),
     field("created_before", "Created before", time("created_before")),
