@@ -1,5 +1,6 @@
 //! `/v1/channels` and `/v1/stats`: what operators watch. Counts come from the index-backed statistics queries
-//! (live statuses, and messages created in the last 24 h); nothing here counts the whole history.
+//! (live statuses, and status changes of the last 24 h from the per-minute rollup); nothing here counts the whole
+//! history.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,7 +28,7 @@ pub struct ChannelView {
     pub kind: String,
     /// Live messages by status (`accepted`, `scheduled`, `processing`).
     pub live: BTreeMap<String, i64>,
-    /// Messages created in the last 24 h, by current status.
+    /// Status changes in the last 24 h, by status (an enqueue counts as accepted or scheduled).
     pub last_24h: BTreeMap<String, i64>,
     /// Seconds since its oldest due message became due (null when none is due).
     pub oldest_due_seconds: Option<f64>,
@@ -93,7 +94,7 @@ pub struct RecentErrorView {
 pub struct Stats {
     /// Live messages by channel and status.
     pub live: Vec<StatusCountView>,
-    /// Messages created in the last 24 h by channel and current status.
+    /// Status changes in the last 24 h by channel and status (an enqueue counts as accepted or scheduled).
     pub last_24h: Vec<StatusCountView>,
     /// Per channel, seconds since its oldest due message became due.
     pub oldest_due_seconds: BTreeMap<String, f64>,

@@ -251,7 +251,7 @@ pub async fn stats(json: bool) -> Result<()> {
     table(&mut out, &live)?;
     writeln!(
         out,
-        "\nmessages created in the last 24 h, by current status:"
+        "\nstatus changes in the last 24 h (an enqueue counts as accepted or scheduled):"
     )?;
     table(&mut out, &recent)?;
     writeln!(out, "\noldest due message not yet claimed:")?;

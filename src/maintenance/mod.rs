@@ -1,5 +1,6 @@
 //! Background services every worker runs: the rescuer (expired leases), the sweeper (overdue waiting
-//! messages), the pruner (old finished rows) and the sampler (queue gauges). Several workers running them at
+//! messages), the pruner (old finished rows), the sampler (queue gauges) and the rollup (per-minute counts of
+//! status changes for the dashboard and the 24-hour stats). Several workers running them at
 //! once is safe: each statement locks with SKIP LOCKED and works in bounded batches.
 
 use std::time::Duration;
@@ -16,6 +17,12 @@ const BATCH: i64 = 1000;
 
 /// Counting the live messages may take at most this share of the sampler's time.
 const COUNT_SHARE: u32 = 100;
+
+/// How often the per-minute counts of status changes are brought up to date.
+const ROLLUP_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How long the per-minute counts are kept (the chart and the stats show the last 24 hours).
+const ROLLUP_KEEP: Duration = Duration::from_secs(8 * 24 * 3600);
 
 /// The longest wait between two counts of the live messages.
 const COUNT_MAX_WAIT: Duration = Duration::from_secs(300);
@@ -59,7 +66,8 @@ impl Maintenance {
         let mut rescue = tokio::time::interval(self.rescue_interval);
         let mut prune = tokio::time::interval(self.prune_interval);
         let mut sample = tokio::time::interval(self.sample_interval);
-        for t in [&mut rescue, &mut prune, &mut sample] {
+        let mut rollup = tokio::time::interval(ROLLUP_INTERVAL);
+        for t in [&mut rescue, &mut prune, &mut sample, &mut rollup] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         // The first count comes one to two intervals after start, at random: a deploy restarts every worker at
@@ -74,6 +82,7 @@ impl Maintenance {
                     self.sweep().await;
                 }
                 _ = prune.tick() => self.prune().await,
+                _ = rollup.tick() => self.roll_up().await,
                 _ = sample.tick() => {
                     let now = tokio::time::Instant::now();
                     if now >= count_at {
@@ -120,6 +129,18 @@ impl Maintenance {
                     }
                 }
                 Err(e) => return tracing::warn!(error = %e, "sweeper failed"),
+            }
+        }
+    }
+
+    /// Brings the per-minute counts up to date: one pass, or several while catching up on a long history
+    /// (each pass counts at most an hour), unless another process is at it.
+    pub async fn roll_up(&self) {
+        for _ in 0..48 {
+            match self.store.event_rollup(ROLLUP_KEEP).await {
+                Ok(Some(done)) if Utc::now() - done > chrono::Duration::minutes(3) => continue,
+                Ok(_) => return,
+                Err(e) => return tracing::warn!(error = %e, "rollup failed"),
             }
         }
     }

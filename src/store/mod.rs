@@ -17,6 +17,7 @@ use crate::outcome::Outcome;
 mod act;
 mod read;
 mod receipt;
+mod rollup;
 mod ui_read;
 
 pub use act::{MessageActParams, MessageAction};
@@ -65,11 +66,11 @@ pub struct Completion {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StatusCount {
     /// Channel name.
-    pub(crate) channel: String,
+    pub channel: String,
     /// Status name.
-    pub(crate) status: String,
+    pub status: String,
     /// Messages.
-    pub(crate) count: i64,
+    pub count: i64,
 }
 
 /// A paused channel.
@@ -361,8 +362,8 @@ impl Store {
         rows.into_iter().map(status_count).collect()
     }
 
-    /// Messages created within `window`, by channel and status.
-    pub(crate) async fn stats_recent(&self, window: Duration) -> Result<Vec<StatusCount>> {
+    /// Status changes within `window` (whole minutes), by channel and status (see `queries/stats_recent.sql`).
+    pub async fn stats_recent(&self, window: Duration) -> Result<Vec<StatusCount>> {
         let rows = sqlx::query(include_str!("queries/stats_recent.sql"))
             .bind(window.as_secs_f64())
             .fetch_all(&self.pool)

@@ -15,6 +15,7 @@ mod policy_e2e;
 mod provider_boundary;
 mod provider_contract;
 mod receipts;
+mod rollup;
 mod security;
 mod sql_api;
 mod support;
