@@ -199,8 +199,12 @@ pub struct MessageDetail {
 pub struct MessagePage {
     /// The messages.
     pub items: Vec<MessageView>,
-    /// Pass as `cursor` for the next (older) page; null on the last page.
+    /// Pass as `cursor` for the next (older) page; null on the last page. A filter without an index (channel,
+    /// use case, a status other than failures or waiting ones, alone) walks at most 20,000 messages per page: a
+    /// page may then hold fewer items than `limit`, even none, and still have a `next_cursor`.
     pub next_cursor: Option<String>,
+    /// Set when this page's walk stopped at its budget: messages created since this instant were searched.
+    pub searched_back_to: Option<DateTime<Utc>>,
 }
 
 /// The filters of `GET /v1/messages` (for the document; the handler reads the raw query to name unknown keys).
@@ -633,6 +637,15 @@ fn id_floor(at: DateTime<Utc>) -> Option<Uuid> {
     Some(Uuid::from_bytes(bytes))
 }
 
+/// The creation instant of a UUIDv7 (its leading 48-bit Unix milliseconds).
+fn id_time(id: Uuid) -> Option<DateTime<Utc>> {
+    let b = id.as_bytes();
+    let ms = b[..6]
+        .iter()
+        .fold(0i64, |ms, byte| ms << 8 | i64::from(*byte));
+    DateTime::from_timestamp_millis(ms)
+}
+
 const CURSOR_VERSION: u8 = 1;
 
 fn encode_cursor(id: Uuid) -> String {
@@ -701,13 +714,15 @@ pub async fn list(
     params.before_id = before_id;
     // One more than the page, to know whether there is a next one.
     params.limit = limit + 1;
-    let mut rows = state.store.message_list(&params).await?;
+    let page = state.store.message_list(&params).await?;
+    let mut rows = page.rows;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next_cursor = if more {
-        rows.last().map(|r| encode_cursor(r.id))
-    } else {
-        None
+    let (next_cursor, searched_back_to) = match (more, page.resume_below) {
+        (true, _) => (rows.last().map(|r| encode_cursor(r.id)), None),
+        // The walk stopped at its budget before the page was full: go on below where it stopped.
+        (false, Some(floor)) => (Some(encode_cursor(floor)), id_time(floor)),
+        (false, None) => (None, None),
     };
     Ok(Json(MessagePage {
         items: rows
@@ -715,6 +730,7 @@ pub async fn list(
             .map(|r| MessageView::new(r, reveal))
             .collect(),
         next_cursor,
+        searched_back_to,
     }))
 }
 

@@ -21,7 +21,10 @@ mod rollup;
 mod ui_read;
 
 pub use act::{MessageActParams, MessageAction};
-pub use read::{ChannelRow, EnqueueApiOutcome, EnqueueApiParams, MessageListParams, MessageRow};
+pub use read::{
+    ChannelRow, EnqueueApiOutcome, EnqueueApiParams, LIST_SCAN_BUDGET, MessageListPage,
+    MessageListParams, MessageRow,
+};
 pub(crate) use receipt::ReceiptParams;
 pub use ui_read::TimelineMinute;
 

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use super::Store;
@@ -120,6 +120,18 @@ pub struct ChannelRow {
     pub pause_reason: Option<String>,
 }
 
+/// How many messages one page of the list walks at most when no filter has an index (about 20 ms).
+pub const LIST_SCAN_BUDGET: i64 = 20_000;
+
+/// One page of [`Store::message_list`].
+#[derive(Debug, Clone)]
+pub struct MessageListPage {
+    /// The messages, newest first.
+    pub rows: Vec<MessageRow>,
+    /// Set when the walk stopped at its budget: older messages may still match, below this id.
+    pub resume_below: Option<Uuid>,
+}
+
 /// The statuses of the partial index `messages_failed`.
 const FAILURE_STATUSES: [&str; 5] = [
     "sending_failed",
@@ -185,29 +197,75 @@ impl Store {
         )
     }
 
-    /// One page of messages, newest first (see `queries/message_list.sql`).
-    pub async fn message_list(&self, p: &MessageListParams<'_>) -> Result<Vec<MessageRow>> {
-        Ok(sqlx::query_as(include_str!("queries/message_list.sql"))
+    /// One page of messages, newest first: at most `limit` rows. With a filter that has an index, the page is
+    /// whole (`queries/message_list.sql`); without one, at most [`LIST_SCAN_BUDGET`] messages are walked
+    /// (`queries/message_list_scan.sql`), and when the walk stopped there, `resume_below` says where the next page
+    /// goes on, even if this one holds fewer than `limit` rows, or none.
+    pub async fn message_list(&self, p: &MessageListParams<'_>) -> Result<MessageListPage> {
+        let all_in = |set: &[&str]| {
+            p.statuses
+                .is_some_and(|s| s.iter().all(|s| set.contains(&s.as_str())))
+        };
+        let failed_only = all_in(&FAILURE_STATUSES);
+        let waiting_only = all_in(&["accepted", "scheduled"]);
+        let indexed = failed_only
+            || waiting_only
+            || p.tag.is_some()
+            || p.reference.is_some()
+            || p.recipient.is_some()
+            || p.provider_message_id.is_some();
+        let narrowing = p.statuses.is_some() || p.channel.is_some() || p.use_case.is_some();
+        if indexed || !narrowing {
+            let rows = sqlx::query_as(include_str!("queries/message_list.sql"))
+                .bind(p.before_id)
+                .bind(p.min_id)
+                .bind(p.max_id)
+                .bind(p.statuses)
+                .bind(p.channel)
+                .bind(p.tag)
+                .bind(p.use_case)
+                .bind(p.reference)
+                .bind(p.recipient)
+                .bind(p.limit)
+                .bind(failed_only)
+                .bind(p.provider_message_id)
+                .bind(waiting_only)
+                // Planned with the values each time (unnamed statement), so absent filters fold away and the
+                // planner picks the index of the filters present; a cached generic plan would fit none of them.
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await?;
+            return Ok(MessageListPage {
+                rows,
+                resume_below: None,
+            });
+        }
+        let found = sqlx::query(include_str!("queries/message_list_scan.sql"))
             .bind(p.before_id)
             .bind(p.min_id)
             .bind(p.max_id)
             .bind(p.statuses)
             .bind(p.channel)
-            .bind(p.tag)
             .bind(p.use_case)
-            .bind(p.reference)
-            .bind(p.recipient)
             .bind(p.limit)
-            .bind(
-                p.statuses
-                    .is_some_and(|s| s.iter().all(|s| FAILURE_STATUSES.contains(&s.as_str()))),
-            )
-            // Planned with the values each time (unnamed statement), so absent filters fold away and the
-            // planner picks the index of the filters present; a cached generic plan would fit none of them.
-            .bind(p.provider_message_id)
+            .bind(LIST_SCAN_BUDGET)
             .persistent(false)
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        let mut page = MessageListPage {
+            rows: Vec::with_capacity(found.len()),
+            resume_below: None,
+        };
+        for row in &found {
+            let scanned: i64 = row.try_get("scanned")?;
+            if scanned == LIST_SCAN_BUDGET {
+                page.resume_below = row.try_get("scan_floor")?;
+            }
+            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+                page.rows.push(MessageRow::from_row(row)?);
+            }
+        }
+        Ok(page)
     }
 
     /// One message and its content, or None.

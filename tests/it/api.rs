@@ -537,6 +537,61 @@ async fn one_message_shows_its_timeline_with_the_recipient_masked(pool: PgPool) 
     );
 }
 
+/// A filter without an index walks a bounded slice of the history per page: five old webhook messages under
+/// 20,005 newer SMS are found on the second page, each once, after a first page that searched and found none.
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn a_filter_without_an_index_searches_page_by_page(pool: PgPool) {
+    let api = Api::start(&pool).await;
+    let hooks: Vec<Value> = (0..5)
+        .map(|_| json!({ "channel": "hook", "recipient": { "url": "x" }, "content": {} }))
+        .collect();
+    let (_, body) = api
+        .post("/v1/messages/batch", PRODUCE, &json!({ "messages": hooks }))
+        .await;
+    let mut hook_ids: Vec<String> = serde_json::from_value(body["ids"].clone()).unwrap();
+    hook_ids.reverse();
+    let newer = tidings::store::LIST_SCAN_BUDGET + 5;
+    sqlx::query(
+        "SELECT count(*) FROM tidings.enqueue_many((SELECT jsonb_agg($1::jsonb) FROM generate_series(1, $2)))",
+    )
+    .bind(sms("+31612345678", "newer"))
+    .bind(newer as i32)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let (status, page1) = api
+        .get("/v1/messages?channel=hook&status=accepted,sent", READ)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page1}");
+    assert_eq!(page1["items"], json!([]), "the newest 20,000 are all SMS");
+    assert!(page1["searched_back_to"].is_string(), "{page1}");
+    let cursor = page1["next_cursor"].as_str().expect("the search goes on");
+    let (_, page2) = api
+        .get(
+            &format!("/v1/messages?channel=hook&status=accepted,sent&cursor={cursor}"),
+            READ,
+        )
+        .await;
+    let found: Vec<String> = page2["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(found, hook_ids, "every webhook message, newest first, once");
+    assert_eq!(page2["next_cursor"], Value::Null, "the history ends here");
+
+    // A filter with an index is answered whole, however deep its matches lie.
+    sqlx::query("UPDATE tidings.messages SET tags = '{old}' WHERE channel = 'hook'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (_, tagged) = api.get("/v1/messages?channel=hook&tag=old", READ).await;
+    assert_eq!(tagged["items"].as_array().unwrap().len(), 5, "{tagged}");
+    assert_eq!(tagged["searched_back_to"], Value::Null);
+}
+
 #[sqlx::test(migrator = "tidings::store::MIGRATOR")]
 async fn list_filters_and_pages_stably_under_concurrent_inserts(pool: PgPool) {
     let api = Api::start(&pool).await;

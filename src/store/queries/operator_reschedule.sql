@@ -2,7 +2,8 @@
 -- $13, with enqueue's rules: within 10 minutes means now (accepted), later means scheduled; it keeps its validity
 -- span, counted from the new time.
 -- Parameters: the filter of message_list.sql ($1 one id, $2/$3 id bounds, $4 statuses, $5 channel, $6 tag,
--- $7 use case, $8 reference, $9 recipient phone numbers; NULL: no filter), $10 dry run, $11 the count the operator expects
+-- $7 use case, $8 reference, $9 recipient phone numbers (the last two as id lists: see message_list.sql); NULL: no
+-- filter), $10 dry run, $11 the count the operator expects
 -- (NULL: any), $12 the token name (recorded in the event's detail),
 -- $14 the provider's message id (NULL: no filter).
 -- The matching rows are locked (FOR UPDATE: a worker's claim, with SKIP LOCKED, passes them by; a row a claim took
@@ -19,8 +20,10 @@ WITH target AS (
    AND ($5::text IS NULL OR m.channel = $5)
    AND ($6::text IS NULL OR (m.tags @> ARRAY[$6::text] AND cardinality(m.tags) > 0))
    AND ($7::text IS NULL OR m.use_case = $7)
-   AND ($8::text IS NULL OR m.reference = $8)
-   AND ($9::text[] IS NULL OR (m.id IN (SELECT r.message_id FROM tidings.message_recipients r WHERE r.phone = ANY ($9::text[])) AND m.recipient ->> 'phone' = ANY ($9::text[])))
+   AND ($8::text IS NULL OR (m.reference = $8 AND m.id = ANY (ARRAY(
+           SELECT r.id FROM tidings.channels c, tidings.messages r WHERE r.channel = c.name AND r.reference = $8))))
+   AND ($9::text[] IS NULL OR (m.recipient ->> 'phone' = ANY ($9::text[]) AND m.id = ANY (ARRAY(
+           SELECT r.message_id FROM tidings.message_recipients r WHERE r.phone = ANY ($9::text[])))))
    AND ($14::text IS NULL OR m.provider_message_id = $14)
        FOR UPDATE
 ), n AS (

@@ -486,13 +486,20 @@ async function messagesPage(gen) {
     page = await api("GET", `/v1/messages?${params}`);
   }
   if (gen !== generation) return;
-  results.replaceChildren(messageTable(page.items), pager(q, page.next_cursor));
+  results.replaceChildren(messageTable(page.items, page.searched_back_to), pager(q, page.next_cursor));
   main.dataset.loaded = "true";
 }
 
-function messageTable(items) {
-  if (!items.length) return h("p", { class: "muted", id: "no-results" }, "No message matches this filter.");
-  return h("table", { id: "message-table" },
+function messageTable(items, searchedBackTo) {
+  // A filter without an index searches a bounded slice of the history per page (see the API's next_cursor).
+  const partial = searchedBackTo ? h("p", { class: "muted", id: "searched" },
+    `Searched messages created since ${fmtTime(searchedBackTo)}; older ones may match too: “Older →” searches on.`)
+    : null;
+  if (!items.length) {
+    return h("div", {}, h("p", { class: "muted", id: "no-results" },
+      searchedBackTo ? "No message matches this filter yet." : "No message matches this filter."), partial);
+  }
+  return h("div", {}, partial, h("table", { id: "message-table" },
     h("thead", {}, h("tr", {}, h("th", {}, "Created"), h("th", {}, "Channel"), h("th", {}, "Status"),
       h("th", {}, "Recipient"), h("th", {}, "Use case"), h("th", {}, "Tags"), h("th", {}, "Reference"),
       h("th", { class: "num" }, "Attempts"), h("th", {}, "Last error"))),
@@ -502,7 +509,7 @@ function messageTable(items) {
       h("td", { class: "mono" }, recipientText(m.recipient)), h("td", {}, m.use_case),
       h("td", {}, m.tags.join(", ")), h("td", {}, m.reference || ""),
       h("td", { class: "num" }, `${m.attempts}/${m.max_attempts}`),
-      h("td", {}, m.last_error || "")))));
+      h("td", {}, m.last_error || ""))))));
 }
 
 function pager(q, next) {
