@@ -631,6 +631,24 @@ AS $function$
 $function$
 ;
 
+-- tidings.live_estimate(): EXECUTE by tidings_worker
+CREATE OR REPLACE FUNCTION tidings.live_estimate()
+ RETURNS TABLE(channel text, status text, n bigint)
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT i.values[1], i.values[2], round(i.frequency * greatest(c.reltuples, 0))::bigint
+      FROM pg_statistic_ext s
+      JOIN pg_statistic_ext_data d ON d.stxoid = s.oid
+      JOIN pg_class c ON c.oid = s.stxrelid
+     CROSS JOIN LATERAL pg_mcv_list_items(d.stxdmcv) i
+     WHERE s.stxname = 'messages_channel_status'
+       AND s.stxnamespace = 'tidings'::regnamespace
+       AND i.values[2] IN ('accepted', 'scheduled', 'processing')
+$function$
+;
+
 -- tidings.max_schedule_ahead(): EXECUTE by the owner only
 CREATE OR REPLACE FUNCTION tidings.max_schedule_ahead()
  RETURNS interval

@@ -42,3 +42,32 @@ BEGIN
         GRANT SELECT, UPDATE ON tidings.event_rollup_state TO tidings_worker;
     END IF;
 END $$;
+
+-- Live counts on a very large backlog (issue 15: "exact while small; on very large tables estimates, marked ≈").
+-- Counting the waiting messages reads each one (a million take about 0.2 s); past a cap the API answers the
+-- estimate ANALYZE keeps anyway: a multivariate most-common-values list over (channel, status), whose frequencies
+-- times the table's row count are the planner's own estimates, correct for correlated columns (a channel whose
+-- messages are mostly scheduled), and as fresh as the last (auto)analyze.
+CREATE STATISTICS tidings.messages_channel_status (mcv) ON channel, status FROM tidings.messages;
+
+-- SECURITY DEFINER: the statistics' values are readable by their owner only (they are a sample of the data).
+-- Returns the live statuses only, by channel.
+CREATE FUNCTION tidings.live_estimate()
+RETURNS TABLE (channel text, status text, n bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT i.values[1], i.values[2], round(i.frequency * greatest(c.reltuples, 0))::bigint
+      FROM pg_statistic_ext s
+      JOIN pg_statistic_ext_data d ON d.stxoid = s.oid
+      JOIN pg_class c ON c.oid = s.stxrelid
+     CROSS JOIN LATERAL pg_mcv_list_items(d.stxdmcv) i
+     WHERE s.stxname = 'messages_channel_status'
+       AND s.stxnamespace = 'tidings'::regnamespace
+       AND i.values[2] IN ('accepted', 'scheduled', 'processing')
+$$;
+REVOKE ALL ON FUNCTION tidings.live_estimate() FROM PUBLIC;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tidings_worker') THEN
+        GRANT EXECUTE ON FUNCTION tidings.live_estimate() TO tidings_worker;
+    END IF;
+END $$;

@@ -365,6 +365,25 @@ impl Store {
         rows.into_iter().map(status_count).collect()
     }
 
+    /// Live messages by channel and status for a page load: exact while at most `cap` messages wait, else the
+    /// ANALYZE estimate (`true`: estimated), so a huge backlog is never counted row by row on a request.
+    pub async fn stats_live_bounded(&self, cap: i64) -> Result<(Vec<StatusCount>, bool)> {
+        let waiting: i64 = sqlx::query_scalar(include_str!("queries/stats_live_capped.sql"))
+            .bind(cap)
+            .fetch_one(&self.pool)
+            .await?;
+        if waiting < cap {
+            return Ok((self.stats_live().await?, false));
+        }
+        let rows = sqlx::query(include_str!("queries/stats_live_estimate.sql"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok((
+            rows.into_iter().map(status_count).collect::<Result<_>>()?,
+            true,
+        ))
+    }
+
     /// Status changes within `window` (whole minutes), by channel and status (see `queries/stats_recent.sql`).
     pub async fn stats_recent(&self, window: Duration) -> Result<Vec<StatusCount>> {
         let rows = sqlx::query(include_str!("queries/stats_recent.sql"))

@@ -120,3 +120,35 @@ async fn one_process_rolls_up_at_a_time(pool: PgPool) {
     other.rollback().await.unwrap();
     assert!(store.event_rollup(DAY).await.unwrap().is_some());
 }
+
+/// Live counts are exact up to a cap; past it they are ANALYZE's estimate, flagged. (A small table is analyzed
+/// whole, so here the estimate is exact too, which lets the test compare it.)
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn live_counts_past_the_cap_are_the_estimate_and_say_so(pool: PgPool) {
+    let config = config(None, "");
+    let store = sync(&pool, &config).await;
+    let ids = enqueue_n(&pool, "sms", 30).await;
+    sqlx::query("UPDATE tidings.messages SET status = 'scheduled' WHERE id = ANY ($1)")
+        .bind(&ids[..10])
+        .execute(&pool)
+        .await
+        .unwrap();
+    let exact = |rows: Vec<tidings::store::StatusCount>| {
+        rows.into_iter()
+            .map(|r| ((r.channel, r.status), r.count))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let expected = BTreeMap::from([
+        (("sms".to_owned(), "accepted".to_owned()), 20),
+        (("sms".to_owned(), "scheduled".to_owned()), 10),
+    ]);
+    let (rows, estimated) = store.stats_live_bounded(1000).await.unwrap();
+    assert_eq!((exact(rows), estimated), (expected.clone(), false));
+
+    sqlx::query("ANALYZE tidings.messages")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (rows, estimated) = store.stats_live_bounded(25).await.unwrap();
+    assert_eq!((exact(rows), estimated), (expected, true));
+}

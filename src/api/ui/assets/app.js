@@ -292,7 +292,9 @@ function channelTable(items) {
       h("td", {}, link(`/messages?channel=${encodeURIComponent(c.name)}`, c.name), " ",
         h("span", { class: "muted" }, c.kind)),
       ...LIVE.map((k) => h("td", { class: "num", "data-status": k },
-        link(`/messages?channel=${encodeURIComponent(c.name)}&status=${k}`, String(c.live[k] || 0)))),
+        link(`/messages?channel=${encodeURIComponent(c.name)}&status=${k}`,
+          // An estimate on a very large backlog (see the API's live_estimated).
+          (c.live_estimated ? "≈ " : "") + String(c.live[k] || 0)))),
       h("td", { class: "num" }, String(sum(c.last_24h, ["sent"]))),
       h("td", { class: "num" }, String(sum(c.last_24h, FAILED))),
       h("td", {}, c.oldest_due_seconds == null ? "—" : duration(c.oldest_due_seconds)),
