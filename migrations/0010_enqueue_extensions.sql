@@ -253,8 +253,14 @@ BEGIN
       FROM planned p
       LEFT JOIN ins i ON i.id = p.id;
 
-    -- One wake-up per transaction: PostgreSQL folds identical notifications of one transaction into one.
-    IF any_due THEN
+    -- One wake-up per transaction (PostgreSQL folds identical notifications of one transaction into one), and
+    -- only from one enqueueing transaction at a time. A notifying transaction holds the database's notify lock
+    -- from its pre-commit until its commit is flushed, so concurrent notifying commits queue behind each other,
+    -- one WAL flush each: single-message enqueues from 16 connections ran at 156/s on a disk that flushes in 3 ms,
+    -- while plain inserts group-commit at 3,900/s. A transaction that finds another one notifying (the advisory
+    -- lock, held to its end) commits without a notification: its messages are claimed on that transaction's
+    -- wake-up if they are committed by then, else on the next enqueue's, else on the workers' poll.
+    IF any_due AND pg_try_advisory_xact_lock(7596220364041245001) THEN
         PERFORM pg_notify('tidings', '');
     END IF;
     RETURN QUERY SELECT unnest(ids);

@@ -22,11 +22,12 @@ impl Store {
             return Ok(None);
         };
         if hi > lo {
-            sqlx::query(include_str!("queries/rollup_count.sql"))
-                .bind(lo)
-                .bind(hi)
-                .execute(&mut *tx)
-                .await?;
+            for sql in [
+                include_str!("queries/rollup_clear.sql"),
+                include_str!("queries/rollup_count.sql"),
+            ] {
+                sqlx::query(sql).bind(lo).bind(hi).execute(&mut *tx).await?;
+            }
         }
         sqlx::query(include_str!("queries/rollup_done.sql"))
             .bind(hi)

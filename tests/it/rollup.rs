@@ -36,9 +36,10 @@ async fn the_rollup_counts_what_the_events_say_and_recounts_late_commits(pool: P
     let config = config(None, "");
     let store = sync(&pool, &config).await;
     let ids = enqueue_n(&pool, "sms", 5).await;
-    // Forty minutes ago, with nothing rolled up since two hours ago.
+    // Two and a half minutes ago (so the next pass recounts their minute), with nothing rolled up since two hours
+    // ago.
     sqlx::raw_sql(
-        "UPDATE tidings.message_events SET at = at - interval '40 minutes';
+        "UPDATE tidings.message_events SET at = at - interval '150 seconds';
          UPDATE tidings.event_rollup_state SET done_before = date_trunc('minute', now() - interval '2 hours');",
     )
     .execute(&pool)
@@ -73,7 +74,7 @@ async fn the_rollup_counts_what_the_events_say_and_recounts_late_commits(pool: P
     );
 
     // A change whose transaction began three minutes before the rolled-up end commits only now: the next pass
-    // recounts the last five minutes and finds it; the chart shows it in its minute.
+    // recounts the last five minutes (the enqueues' minute among them) and finds it; the chart shows it.
     sqlx::query(
         "INSERT INTO tidings.message_events (message_id, at, status, reason, attempt)
          SELECT $1, done_before - interval '3 minutes', 'sent', 'provider_accepted', 1

@@ -1,8 +1,5 @@
--- One rollup pass's recount of the minutes [$1, $2): their old counts go, the events' counts come (by channel,
--- status, and whether the change was the enqueue itself). The events are found by the BRIN index on `at`.
-WITH gone AS (
-    DELETE FROM tidings.event_minutes WHERE minute >= $1 AND minute < $2
-)
+-- One rollup pass's recount of the minutes [$1, $2), second step (after rollup_clear.sql): the events' counts by
+-- channel, status, and whether the change was the enqueue itself. The events are found by the BRIN index on `at`.
 INSERT INTO tidings.event_minutes (minute, channel, status, enqueue, n)
 SELECT date_trunc('minute', e.at), m.channel, e.status, e.reason = 'enqueued', count(*)
   FROM tidings.message_events e
