@@ -20,7 +20,7 @@ export DATABASE_URL=$pg/$db TIDINGS_TOKEN_BENCH=bench-token-0123456789
 cat > "$work/tidings.toml" <<TOML
 [api]
 listen = "127.0.0.1:18080"
-max_connections = 16
+max_connections = ${API_CONNECTIONS:-16}
 [[api.tokens]]
 name = "bench"
 scope = "produce"

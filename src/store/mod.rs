@@ -112,7 +112,9 @@ impl Store {
         // on tables whose statistics are always behind (a queue's) estimates of millions of rows are common. The
         // dashboard's chart with a month of history ran 20 ms of work after 670 ms of compiling. Nothing here
         // runs long enough to win it back.
-        let options = options.application_name("tidings").options([("jit", "off")]);
+        let options = options
+            .application_name("tidings")
+            .options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(1)
