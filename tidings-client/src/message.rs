@@ -47,6 +47,8 @@ pub struct NewMessage {
     tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback_url: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -79,6 +81,7 @@ impl NewMessage {
             priority: 0,
             tags: Vec::new(),
             reference: None,
+            callback_url: None,
         }
     }
 
@@ -299,6 +302,13 @@ impl NewMessage {
     /// Your idempotency key: enqueueing the same reference on the same channel again returns the first id.
     pub fn reference(mut self, reference: impl Into<String>) -> Self {
         self.reference = Some(reference.into());
+        self
+    }
+
+    /// POST status callbacks for this message to `url` (instead of its channel's `callback_url`): its host must
+    /// be in the worker config's `[callbacks] allowed_hosts`, else enqueue refuses it (`callback_url: ...`).
+    pub fn callback_url(mut self, url: impl Into<String>) -> Self {
+        self.callback_url = Some(url.into());
         self
     }
 

@@ -1,4 +1,4 @@
--- Delete up to $2 finished messages created before $1 (and not changed since), with their events.
+-- Delete up to $2 finished messages created before $1 (and not changed since), with their events and callbacks.
 -- Walks the primary key: UUIDv7 ids sort by creation time, so `id < uuid_v7($1)` is a range scan and the hot
 -- table needs no extra index. Small batches, SKIP LOCKED: never blocks the claim or the completer.
 WITH old AS (
@@ -14,5 +14,7 @@ WITH old AS (
     DELETE FROM tidings.messages m WHERE m.id = ANY (ARRAY(SELECT id FROM old)) RETURNING m.id
 ), events AS (
     DELETE FROM tidings.message_events e WHERE e.message_id = ANY (ARRAY(SELECT id FROM gone))
+), callbacks AS (
+    DELETE FROM tidings.callback_outbox o WHERE o.message_id = ANY (ARRAY(SELECT id FROM gone))
 )
 SELECT count(*) FROM gone
