@@ -50,24 +50,38 @@ CREATE INDEX messages_callback ON tidings.messages (id) WHERE callback_url IS NO
 
 -- SECURITY DEFINER: whichever role writes the transition (the worker, a producer's tidings.cancel, the API)
 -- writes its callback without a grant on the outbox; the function does nothing but that.
+-- enable_seqscan off: "does any message have a callback_url?" must be answered from messages_callback even when
+-- the statistics are stale (right after a bulk enqueue the planner assumes most rows have one, and would walk the
+-- whole table looking for the first). jit off: the cost penalty of the tiny channels table's scan would otherwise
+-- make every call JIT-compile.
 CREATE FUNCTION tidings.callback_outbox_add() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET jit = off AS $$
 BEGIN
-    -- Nothing asks for callbacks (the usual case): two index probes, not one look at the new events.
-    IF NOT EXISTS (SELECT 1 FROM tidings.channels c WHERE c.policy ->> 'callback_url' IS NOT NULL)
-       AND NOT EXISTS (SELECT 1 FROM tidings.messages m WHERE m.callback_url IS NOT NULL) THEN
-        RETURN NULL;
+    IF EXISTS (SELECT 1 FROM tidings.channels c WHERE c.policy ->> 'callback_url' IS NOT NULL) THEN
+        -- Some channel asks for every message: each new event's message and channel are looked at.
+        INSERT INTO tidings.callback_outbox (id, message_id, event_id, url, channel, status, reason, message_attempt,
+                                             at, provider_message_id, reference, tags, run_at)
+        SELECT tidings.uuid_v7(e.at), e.message_id, e.id, coalesce(m.callback_url, c.policy ->> 'callback_url'),
+               m.channel, e.status, e.reason, e.attempt, e.at, m.provider_message_id, m.reference, m.tags, e.at
+          FROM added e
+          JOIN tidings.messages m ON m.id = e.message_id
+          LEFT JOIN tidings.channels c ON c.name = m.channel
+         WHERE e.status IN ('sent', 'delivered', 'delivery_failed', 'sending_failed', 'rejected', 'expired', 'canceled')
+           AND coalesce(m.callback_url, c.policy ->> 'callback_url') IS NOT NULL
+         ORDER BY e.id;
+    ELSIF EXISTS (SELECT 1 FROM tidings.messages m WHERE m.callback_url IS NOT NULL) THEN
+        -- Only messages ask: each new event is looked up in messages_callback, which holds only those (an event
+        -- of any other message costs a probe of that small index, not a visit to the message).
+        INSERT INTO tidings.callback_outbox (id, message_id, event_id, url, channel, status, reason, message_attempt,
+                                             at, provider_message_id, reference, tags, run_at)
+        SELECT tidings.uuid_v7(e.at), e.message_id, e.id, m.callback_url,
+               m.channel, e.status, e.reason, e.attempt, e.at, m.provider_message_id, m.reference, m.tags, e.at
+          FROM added e
+          JOIN tidings.messages m ON m.id = e.message_id AND m.callback_url IS NOT NULL
+         WHERE e.status IN ('sent', 'delivered', 'delivery_failed', 'sending_failed', 'rejected', 'expired', 'canceled')
+         ORDER BY e.id;
     END IF;
-    INSERT INTO tidings.callback_outbox (id, message_id, event_id, url, channel, status, reason, message_attempt,
-                                         at, provider_message_id, reference, tags, run_at)
-    SELECT tidings.uuid_v7(e.at), e.message_id, e.id, coalesce(m.callback_url, c.policy ->> 'callback_url'),
-           m.channel, e.status, e.reason, e.attempt, e.at, m.provider_message_id, m.reference, m.tags, e.at
-      FROM added e
-      JOIN tidings.messages m ON m.id = e.message_id
-      LEFT JOIN tidings.channels c ON c.name = m.channel
-     WHERE e.status IN ('sent', 'delivered', 'delivery_failed', 'sending_failed', 'rejected', 'expired', 'canceled')
-       AND coalesce(m.callback_url, c.policy ->> 'callback_url') IS NOT NULL
-     ORDER BY e.id;
+    -- Otherwise nothing asks for callbacks (the usual case): two cheap questions, not one look at the new events.
     RETURN NULL;
 END $$;
 REVOKE ALL ON FUNCTION tidings.callback_outbox_add() FROM PUBLIC;
