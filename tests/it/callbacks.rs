@@ -718,3 +718,59 @@ async fn the_outbox_row_is_written_in_the_transitions_transaction(pool: PgPool) 
         0
     );
 }
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn a_callback_failing_past_max_age_is_given_up_and_the_next_one_goes_out(pool: PgPool) {
+    // Retries stop 300 ms after the transition.
+    let config = config("", "max_age = \"300ms\"");
+    support::sync(&pool, &config).await;
+    let addr = free_addr();
+    let ids = enqueue(&pool, 3, Some(&format!("http://{addr}/cb"))).await;
+    let store = Store::connect(&support::url_of(&pool).await, 8)
+        .await
+        .unwrap();
+    let metrics = tidings::metrics::Metrics::new();
+    let shutdown = Shutdown::new();
+    Worker::new(config.clone(), store)
+        .env(Arc::new(env))
+        .metrics(metrics.clone())
+        .shutdown(shutdown.clone())
+        .start()
+        .await
+        .unwrap();
+    wait_until(LONG, "every `sent` callback given up", || async {
+        scalar(&pool, "SELECT count(*) FROM tidings.callback_outbox WHERE given_up_at IS NOT NULL AND last_error = 'connect'").await == 3
+    })
+    .await;
+    assert_eq!(metrics.callback_given_up.get(), 3);
+    assert!(
+        metrics
+            .render()
+            .contains("tidings_callback_failures_total{error=\"connect\"}")
+    );
+
+    // The receiver is back; the next transition of each message is not held behind the given-up one.
+    let receiver = Receiver::new(Mode::Ok);
+    receiver.serve(addr).await;
+    deliver_all(&pool).await;
+    wait_until(LONG, "every `delivered` callback delivered", || async {
+        scalar(&pool, "SELECT count(*) FROM tidings.callback_outbox WHERE status = 'delivered' AND delivered_at IS NOT NULL").await == 3
+    })
+    .await;
+    shutdown.stop.cancel();
+    let log = receiver.log();
+    assert_eq!(log.len(), 3, "{log:?}");
+    for id in &ids {
+        assert!(
+            log.iter()
+                .any(|r| r.body["data"]["id"] == json!(id) && r.body["type"] == "message.delivered"),
+            "{id}: {log:?}"
+        );
+    }
+    let given_up_still: i64 = scalar(
+        &pool,
+        "SELECT count(*) FROM tidings.callback_outbox WHERE status = 'sent' AND given_up_at IS NOT NULL AND delivered_at IS NULL",
+    )
+    .await;
+    assert_eq!(given_up_still, 3);
+}
