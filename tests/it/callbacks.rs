@@ -774,3 +774,61 @@ async fn a_callback_failing_past_max_age_is_given_up_and_the_next_one_goes_out(p
     .await;
     assert_eq!(given_up_still, 3);
 }
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn the_worker_role_syncs_hosts_and_delivers_callbacks(pool: PgPool) {
+    let receiver = Receiver::new(Mode::Ok);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    receiver.serve_on(listener);
+    let config = config("", "");
+    support::sync(&pool, &config).await;
+    let ids = enqueue(&pool, 4, Some(&format!("http://{addr}/"))).await;
+    // Every connection acts as tidings_worker (migration 0003 plus 0011's grants), as a deployed worker does.
+    let url = support::url_of(&pool).await;
+    let worker_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(6)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET ROLE tidings_worker")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = Store::from_pool(worker_pool);
+    store.channel_sync(&config).await.unwrap();
+    let shutdown = Shutdown::new();
+    Worker::new(config.clone(), store.clone())
+        .env(Arc::new(env))
+        .shutdown(shutdown.clone())
+        .start()
+        .await
+        .unwrap();
+    wait_until(LONG, "every callback delivered", || async {
+        scalar(
+            &pool,
+            "SELECT count(*) FROM tidings.callback_outbox WHERE delivered_at IS NOT NULL",
+        )
+        .await
+            == 4
+    })
+    .await;
+    shutdown.stop.cancel();
+    assert_eq!(store.callback_list(ids[0]).await.unwrap().len(), 1);
+    store.callback_stats().await.unwrap();
+    assert_eq!(
+        store
+            .message_prune(chrono::Utc::now() + chrono::Duration::hours(1), 10)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM tidings.callback_outbox").await,
+        0
+    );
+}
