@@ -359,6 +359,19 @@ mod tests {
     }
 
     #[test]
+    fn callback_url_is_sent_only_when_set() {
+        let m = NewMessage::sms("sms", "+31612345678").text("hi");
+        assert!(m.to_json().get("callback_url").is_none());
+        let m = m
+            .callback_url("https://hooks.example.com/tidings")
+            .to_json();
+        assert_eq!(
+            m["callback_url"],
+            json!("https://hooks.example.com/tidings")
+        );
+    }
+
+    #[test]
     fn whatsapp_keeps_text_and_fallback_together() {
         let m = NewMessage::whatsapp("wa", "42")
             .whatsapp_text("hello")
