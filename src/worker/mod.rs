@@ -1,6 +1,6 @@
-//! A worker process: producer, executors and completer, plus the LISTEN task, the maintenance services and
-//! (optionally) the inbound HTTP listener, assembled in one place ([`Worker`]), started together and shut down
-//! in order.
+//! A worker process: producer, executors and completer, plus the LISTEN task, the maintenance services, the status
+//! callbacks' deliverer (when the config asks for callbacks; its own slots) and (optionally) the inbound HTTP
+//! listener, assembled in one place ([`Worker`]), started together and shut down in order.
 //!
 //! Shutdown (SIGTERM/SIGINT): stop claiming; let in-flight sends finish for up to `grace`; then release what
 //! is left (`accepted`, reason `released`); flush the completer; return.
