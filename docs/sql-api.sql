@@ -19,6 +19,45 @@ AS $function$
 $function$
 ;
 
+-- tidings.callback_outbox_add(): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.callback_outbox_add()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET enable_seqscan TO 'off'
+ SET jit TO 'off'
+AS $function$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tidings.channels c WHERE c.policy ->> 'callback_url' IS NOT NULL) THEN
+        -- Some channel asks for every message: each new event's message and channel are looked at.
+        INSERT INTO tidings.callback_outbox (id, message_id, event_id, url, channel, status, reason, message_attempt,
+                                             at, provider_message_id, reference, tags, run_at)
+        SELECT tidings.uuid_v7(e.at), e.message_id, e.id, coalesce(m.callback_url, c.policy ->> 'callback_url'),
+               m.channel, e.status, e.reason, e.attempt, e.at, m.provider_message_id, m.reference, m.tags, e.at
+          FROM added e
+          JOIN tidings.messages m ON m.id = e.message_id
+          LEFT JOIN tidings.channels c ON c.name = m.channel
+         WHERE e.status IN ('sent', 'delivered', 'delivery_failed', 'sending_failed', 'rejected', 'expired', 'canceled')
+           AND coalesce(m.callback_url, c.policy ->> 'callback_url') IS NOT NULL
+         ORDER BY e.id;
+    ELSIF EXISTS (SELECT 1 FROM tidings.messages m WHERE m.callback_url IS NOT NULL) THEN
+        -- Only messages ask: each new event is looked up in messages_callback, which holds only those (an event
+        -- of any other message costs a probe of that small index, not a visit to the message).
+        INSERT INTO tidings.callback_outbox (id, message_id, event_id, url, channel, status, reason, message_attempt,
+                                             at, provider_message_id, reference, tags, run_at)
+        SELECT tidings.uuid_v7(e.at), e.message_id, e.id, m.callback_url,
+               m.channel, e.status, e.reason, e.attempt, e.at, m.provider_message_id, m.reference, m.tags, e.at
+          FROM added e
+          JOIN tidings.messages m ON m.id = e.message_id AND m.callback_url IS NOT NULL
+         WHERE e.status IN ('sent', 'delivered', 'delivery_failed', 'sending_failed', 'rejected', 'expired', 'canceled')
+         ORDER BY e.id;
+    END IF;
+    -- Otherwise nothing asks for callbacks (the usual case): two cheap questions, not one look at the new events.
+    RETURN NULL;
+END $function$
+;
+
 -- tidings.cancel(uuid): EXECUTE by tidings_producer
 CREATE OR REPLACE FUNCTION tidings.cancel(message_id uuid)
  RETURNS boolean
@@ -522,8 +561,14 @@ BEGIN
       FROM planned p
       LEFT JOIN ins i ON i.id = p.id;
 
-    -- One wake-up per transaction: PostgreSQL folds identical notifications of one transaction into one.
-    IF any_due THEN
+    -- One wake-up per transaction (PostgreSQL folds identical notifications of one transaction into one), and
+    -- only from one enqueueing transaction at a time. A notifying transaction holds the database's notify lock
+    -- from its pre-commit until its commit is flushed, so concurrent notifying commits queue behind each other,
+    -- one WAL flush each: single-message enqueues from 16 connections ran at 156/s on a disk that flushes in 3 ms,
+    -- while plain inserts group-commit at 3,900/s. A transaction that finds another one notifying (the advisory
+    -- lock, held to its end) commits without a notification: its messages are claimed on that transaction's
+    -- wake-up if they are committed by then, else on the next enqueue's, else on the workers' poll.
+    IF any_due AND pg_try_advisory_xact_lock(7596220364041245001) THEN
         PERFORM pg_notify('tidings', '');
     END IF;
     RETURN QUERY SELECT unnest(ids);

@@ -26,6 +26,132 @@ pub struct Config {
     pub channels: BTreeMap<String, ChannelConfig>,
     /// `[api]` and `[[api.tokens]]`: the HTTP API of `tidings serve`.
     pub api: ApiConfig,
+    /// `[callbacks]`: status callbacks to the producer's app.
+    pub callbacks: CallbacksConfig,
+}
+
+/// `[callbacks]`: status callbacks, POSTed by the workers and signed the Standard Webhooks way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbacksConfig {
+    /// Hosts a message's own `callback_url` may name: `"hooks.example.com"` (exact, any port unless one is
+    /// given) or `"*.example.org"` (any subdomain). Synced into `tidings.callback_hosts`.
+    pub allowed_hosts: Vec<String>,
+    /// The environment variable holding the signing secret (`whsec_<base64>`); required once any callback can
+    /// be sent (an allowed host or a channel's `callback_url`).
+    pub secret_env: Option<String>,
+    /// Callbacks POSTed at once by one worker process, apart from the sending slots.
+    pub concurrency: usize,
+    /// Per-request timeout of one callback POST.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries stop this long after the transition; the callback is then given up.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Retry backoff: exponential from `base`, capped at `cap`, with full jitter.
+    pub backoff: BackoffConfig,
+    /// How often an idle worker looks for due callbacks.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        CallbacksConfig {
+            allowed_hosts: Vec::new(),
+            secret_env: None,
+            concurrency: 8,
+            timeout: Duration::from_secs(10),
+            max_age: Duration::from_secs(24 * 3600),
+            backoff: BackoffConfig {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(600),
+            },
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Config {
+    /// Whether any callback can be sent: an allowed host for messages' own URLs, or a channel's `callback_url`.
+    pub fn callbacks_wanted(&self) -> bool {
+        !self.callbacks.allowed_hosts.is_empty()
+            || self.channels.values().any(|c| c.callback_url.is_some())
+    }
+
+    /// `[callbacks] allowed_hosts`, lower-cased, as stored in `tidings.callback_hosts`.
+    pub fn callback_hosts(&self) -> Vec<String> {
+        self.callbacks
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect()
+    }
+}
+
+impl CallbacksConfig {
+    /// Checks the rules no type expresses.
+    fn validate(&self, wanted: bool) -> Result<()> {
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            if !valid_host_pattern(host) {
+                return Err(Error::Config(format!(
+                    "callbacks.allowed_hosts[{i}]: {host:?} is not a host name (\"hooks.example.com\", optionally with a :port) or a \"*.example.org\" pattern"
+                )));
+            }
+        }
+        if wanted
+            && self
+                .secret_env
+                .as_deref()
+                .is_none_or(|v| v.trim().is_empty())
+        {
+            return Err(Error::Config(
+                "callbacks.secret_env: is required when callbacks can be sent ([callbacks] allowed_hosts or a channel's callback_url)".into(),
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(Error::Config(
+                "callbacks.concurrency: must be at least 1".into(),
+            ));
+        }
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(3600) {
+            return Err(Error::Config(
+                "callbacks.timeout: must be positive and at most 1h".into(),
+            ));
+        }
+        if self.max_age.is_zero() || self.max_age > Duration::from_secs(30 * 86_400) {
+            return Err(Error::Config(
+                "callbacks.max_age: must be positive and at most 30 days".into(),
+            ));
+        }
+        if self.backoff.base.is_zero() || self.backoff.cap < self.backoff.base {
+            return Err(Error::Config(
+                "callbacks.backoff: base must be positive and cap at least base".into(),
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(Error::Config(
+                "callbacks.poll_interval: must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What `tidings.callback_hosts` accepts: a lower-case host (letters, digits, '.', '-'), optionally `*.` first
+/// and `:port` last.
+fn valid_host_pattern(pattern: &str) -> bool {
+    let rest = pattern.strip_prefix("*.").unwrap_or(pattern);
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0))
 }
 
 /// `[api]`: the HTTP API of `tidings serve`.
@@ -222,6 +348,9 @@ pub struct ChannelConfig {
     /// `[channels.NAME.frequency_cap]`
     #[serde(default)]
     pub frequency_cap: Option<FrequencyCapConfig>,
+    /// Status callbacks for every message of this channel go here (a message's own `callback_url` wins).
+    #[serde(default)]
+    pub callback_url: Option<String>,
     /// The adapter's own keys (ids, credential env-var names, sandbox mode, …), checked by the adapter.
     #[serde(flatten)]
     pub settings: toml::Table,
@@ -307,7 +436,7 @@ impl ChannelConfig {
 
     /// The non-secret policy stored in `tidings.channels.policy` (read by `tidings.enqueue`).
     pub(crate) fn policy_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut policy = serde_json::json!({
             "max_attempts": self.max_attempts,
             "validity": self.validity,
             "rate_per_sec": self.rate_per_sec,
@@ -317,7 +446,12 @@ impl ChannelConfig {
             "frequency_cap": self.frequency_cap.as_ref().map(|f| serde_json::json!({
                 "max": f.max, "per_seconds": f.per.as_secs(),
             })),
-        })
+        });
+        // Read by the callback outbox trigger (migration 0011); absent when the channel asks for none.
+        if let Some(url) = &self.callback_url {
+            policy["callback_url"] = url.as_str().into();
+        }
+        policy
     }
 }
 
@@ -478,8 +612,17 @@ impl Config {
                     "channels.{name}.frequency_cap: max and per must be positive"
                 )));
             }
+            if let Some(url) = &ch.callback_url
+                && !url::Url::parse(url)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            {
+                return Err(Error::Config(format!(
+                    "channels.{name}.callback_url: must be an http or https URL"
+                )));
+            }
         }
         self.api.validate()?;
+        self.callbacks.validate(self.callbacks_wanted())?;
         Ok(())
     }
 }

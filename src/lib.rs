@@ -17,6 +17,8 @@
 //!     guarded status updates plus events), the LISTEN task, maintenance and the inbound HTTP listener.
 //!   - [`api`]: the HTTP API of `tidings serve` (`/v1`, for producers and operators), over [`operator`].
 //!     Its [`api::ui`] is the dashboard at `/`: embedded assets that use only the `/v1` API.
+//!   - [`callbacks`]: the status callbacks' deliverer (outbox rows written with each transition, POSTed signed,
+//!     in order per message, with their own concurrency budget).
 //!   - [`server`]: the worker's inbound HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/receipts/{channel}`).
 //!   - [`operator`]: cancel, retry, reschedule, pause, resume: one implementation for the API and the CLI.
 //!   - [`maintenance`]: rescuer (expired leases), sweeper (overdue scheduled messages), pruner, queue sampler.
@@ -34,6 +36,7 @@
 
 pub mod api;
 pub mod app;
+pub mod callbacks;
 pub mod config;
 pub mod error;
 pub mod lazy_json;

@@ -5,8 +5,8 @@
 //! without their counters mixing), typed vectors, and the process collector, with no global recorder to install.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric tidings exports.
@@ -35,6 +35,16 @@ pub struct Metrics {
     pub completions_lost: IntCounterVec,
     /// Rows changed by the maintenance services, by task (`rescue`, `sweep`, `prune`).
     pub maintenance_rows: IntCounterVec,
+    /// Status callbacks delivered (a 2xx), by the status they told.
+    pub callback_deliveries: IntCounterVec,
+    /// Failed callback POSTs, by error (`http_<status>`, `timeout`, `connect`, `transport`).
+    pub callback_failures: IntCounterVec,
+    /// Callbacks given up after `[callbacks] max_age`.
+    pub callback_given_up: IntCounter,
+    /// Callbacks not yet delivered nor given up, sampled from the database.
+    pub callback_outbox_pending: IntGauge,
+    /// Seconds since the transition of the oldest pending callback, sampled from the database.
+    pub callback_outbox_oldest: Gauge,
 }
 
 impl Default for Metrics {
@@ -112,6 +122,31 @@ impl Metrics {
                 &["task"],
             )
             .expect("metric"),
+            callback_deliveries: IntCounterVec::new(
+                Opts::new("tidings_callback_deliveries_total", "Status callbacks delivered (answered 2xx), by the status they told."),
+                &["status"],
+            )
+            .expect("metric"),
+            callback_failures: IntCounterVec::new(
+                Opts::new("tidings_callback_failures_total", "Failed status callback POSTs, by error (http_<status>, timeout, connect, transport)."),
+                &["error"],
+            )
+            .expect("metric"),
+            callback_given_up: IntCounter::new(
+                "tidings_callback_given_up_total",
+                "Status callbacks given up: still failing [callbacks] max_age after their transition.",
+            )
+            .expect("metric"),
+            callback_outbox_pending: IntGauge::new(
+                "tidings_callback_outbox_pending",
+                "Status callbacks neither delivered nor given up, sampled from the database.",
+            )
+            .expect("metric"),
+            callback_outbox_oldest: Gauge::new(
+                "tidings_callback_outbox_oldest_seconds",
+                "Seconds since the transition of the oldest pending status callback, sampled from the database.",
+            )
+            .expect("metric"),
             registry,
         };
         let r = &m.registry;
@@ -136,6 +171,15 @@ impl Metrics {
             .expect("register");
         r.register(Box::new(m.maintenance_rows.clone()))
             .expect("register");
+        for c in [
+            Box::new(m.callback_deliveries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.callback_failures.clone()),
+            Box::new(m.callback_given_up.clone()),
+            Box::new(m.callback_outbox_pending.clone()),
+            Box::new(m.callback_outbox_oldest.clone()),
+        ] {
+            r.register(c).expect("register");
+        }
         // Present from the start at 0, so `increase()` sees the first rescue.
         for task in ["rescue", "sweep", "prune"] {
             m.maintenance_rows.with_label_values(&[task]);

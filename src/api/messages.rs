@@ -73,6 +73,10 @@ pub struct NewMessageBody {
     /// Producer idempotency key, unique per channel: a repeat returns the first message's id.
     #[schema(nullable)]
     pub reference: Option<String>,
+    /// Where to POST status callbacks for this message (instead of its channel's): an http(s) URL of at most
+    /// 2048 characters whose host is in `[callbacks] allowed_hosts`.
+    #[schema(nullable, max_length = 2048)]
+    pub callback_url: Option<String>,
 }
 
 /// `POST /v1/messages/batch`: up to 10,000 messages, enqueued all or nothing.
@@ -192,6 +196,56 @@ pub struct MessageDetail {
     pub content: Value,
     /// Every status change, oldest first.
     pub events: Vec<EventView>,
+    /// The status callbacks of this message, in transition order (empty when it asked for none).
+    pub callbacks: Vec<CallbackView>,
+}
+
+/// One status callback of a message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackView {
+    /// The `webhook-id` of its POSTs (the same on every retry).
+    pub id: Uuid,
+    /// The status it tells (`sent`, `delivered`, `delivery_failed`, `sending_failed`, `rejected`, `expired`,
+    /// `canceled`).
+    pub status: String,
+    /// The host (and port) it is POSTed to; the rest of the URL is not shown.
+    pub host: String,
+    /// POSTs started.
+    pub attempts: i32,
+    /// When the transition happened.
+    pub at: DateTime<Utc>,
+    /// When the receiver answered 2xx.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When retries stopped (`[callbacks] max_age` after the transition).
+    pub given_up_at: Option<DateTime<Utc>>,
+    /// The last failure: `http_<status>`, `timeout`, `connect` or `transport`.
+    pub last_error: Option<String>,
+    /// Next attempt, while neither delivered nor given up.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl CallbackView {
+    fn new(c: crate::store::MessageCallback) -> Self {
+        let host = url::Url::parse(&c.url)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| u.port().map_or(h.to_owned(), |p| format!("{h}:{p}")))
+            })
+            .unwrap_or_default();
+        let pending = c.delivered_at.is_none() && c.given_up_at.is_none();
+        CallbackView {
+            id: c.id,
+            status: c.status,
+            host,
+            attempts: c.attempts,
+            at: c.at,
+            delivered_at: c.delivered_at,
+            given_up_at: c.given_up_at,
+            last_error: c.last_error,
+            next_attempt_at: pending.then_some(c.run_at),
+        }
+    }
 }
 
 /// A page of messages, newest first.
@@ -468,6 +522,7 @@ pub async fn get_one(
         return Err(ApiError::not_found(format!("no message {id}")));
     };
     let events = state.store.message_events(id).await?;
+    let callbacks = state.store.callback_list(id).await?;
     let recipient = row.recipient.clone();
     let events = events
         .into_iter()
@@ -492,6 +547,7 @@ pub async fn get_one(
         message: MessageView::new(row, reveal),
         content,
         events,
+        callbacks: callbacks.into_iter().map(CallbackView::new).collect(),
     }))
 }
 

@@ -263,6 +263,8 @@ pub async fn serve(config: Config, store: Store, shutdown: CancellationToken) ->
             "the database is not migrated to this version: run `tidings migrate` first".into(),
         ));
     }
+    // Enqueue refuses a callback_url outside [callbacks] allowed_hosts: the API's view of them is the config's.
+    store.callback_hosts_sync(&config).await?;
     let (addr, handle) = start(&config, store, &|var| std::env::var(var).ok(), shutdown).await?;
     tracing::info!(%addr, tokens = config.api.tokens.len(), "serving the HTTP API on /v1");
     tracing::info!(url = %format!("http://{addr}/"), "serving the dashboard");

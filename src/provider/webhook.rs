@@ -37,8 +37,8 @@ pub(crate) struct Webhook {
     timeout: Duration,
 }
 
-/// The HMAC key bytes, kept out of `Debug`.
-struct SigningKey(Vec<u8>);
+/// The HMAC key bytes, kept out of `Debug` (also the key of the status callbacks, `crate::callbacks`).
+pub(crate) struct SigningKey(pub(crate) Vec<u8>);
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

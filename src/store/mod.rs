@@ -15,12 +15,14 @@ use crate::message::Message;
 use crate::outcome::Outcome;
 
 mod act;
+mod callbacks;
 mod read;
 mod receipt;
 mod rollup;
 mod ui_read;
 
 pub use act::{MessageActParams, MessageAction};
+pub use callbacks::{CallbackResult, CallbackRow, MessageCallback};
 pub use read::{
     ChannelRow, EnqueueApiOutcome, EnqueueApiParams, LIST_SCAN_BUDGET, MessageListPage,
     MessageListParams, MessageRow,
@@ -161,7 +163,8 @@ impl Store {
         Ok(applied >= MIGRATOR.iter().count() as i64)
     }
 
-    /// Writes every channel of the config to `tidings.channels` (kind and non-secret policy).
+    /// Writes every channel of the config to `tidings.channels` (kind and non-secret policy), and its
+    /// `[callbacks] allowed_hosts` to `tidings.callback_hosts`.
     pub async fn channel_sync(&self, config: &Config) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for (name, channel) in &config.channels {
@@ -172,6 +175,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::query(include_str!("queries/callback_hosts_sync.sql"))
+            .bind(config.callback_hosts())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

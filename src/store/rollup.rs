@@ -1,4 +1,4 @@
-//! The per-minute counts of status changes (`tidings.event_minutes`, migration 0014) that the chart and the
+//! The per-minute counts of status changes (`tidings.event_minutes`, migration 0013) that the chart and the
 //! "last 24 h" counts read instead of the event history, kept up by the workers' maintenance.
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
-//! A worker process: producer, executors and completer, plus the LISTEN task, the maintenance services and
-//! (optionally) the inbound HTTP listener, assembled in one place ([`Worker`]), started together and shut down
-//! in order.
+//! A worker process: producer, executors and completer, plus the LISTEN task, the maintenance services, the status
+//! callbacks' deliverer (when the config asks for callbacks; its own slots) and (optionally) the inbound HTTP
+//! listener, assembled in one place ([`Worker`]), started together and shut down in order.
 //!
 //! Shutdown (SIGTERM/SIGINT): stop claiming; let in-flight sends finish for up to `grace`; then release what
 //! is left (`accepted`, reason `released`); flush the completer; return.
@@ -18,6 +18,7 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
+use crate::callbacks::Deliverer;
 use crate::config::Config;
 use crate::error::Result;
 use crate::maintenance::Maintenance;
@@ -140,6 +141,7 @@ impl Worker {
             Some(p) => p,
             None => crate::provider::build_all_with(&config, &lookup)?,
         };
+        let callbacks = Deliverer::from_config(&config, store.clone(), metrics.clone(), &lookup)?;
         let (http_addr, server) = match http {
             Some(listen) => {
                 let receipts = Receipts::from_config(&config, &lookup)?;
@@ -161,6 +163,7 @@ impl Worker {
             config,
             store,
             providers,
+            callbacks,
             metrics,
             shutdown: shutdown.clone(),
         };
@@ -186,6 +189,7 @@ struct Pool {
     config: Config,
     store: Store,
     providers: Providers,
+    callbacks: Option<Deliverer>,
     metrics: Metrics,
     shutdown: Shutdown,
 }
@@ -197,6 +201,7 @@ impl Pool {
             config,
             store,
             providers,
+            callbacks,
             metrics,
             shutdown,
         } = self;
@@ -241,6 +246,8 @@ impl Pool {
         let maintenance = tokio::spawn(
             Maintenance::new(store.clone(), metrics.clone(), &config).run(shutdown.stop.clone()),
         );
+        // Status callbacks, with their own slots: a slow receiver never holds a sending slot.
+        let callbacks = callbacks.map(|d| tokio::spawn(d.run(shutdown.clone())));
 
         // Bounded: when the database is slow, executors wait here, slots stay taken, claiming stops.
         let (tx, rx) = mpsc::channel(w.complete_batch * w.complete_parallelism * 2);
@@ -320,6 +327,9 @@ impl Pool {
         shutdown.abort.cancel();
         let _ = listener.await;
         let _ = maintenance.await;
+        if let Some(callbacks) = callbacks {
+            let _ = callbacks.await;
+        }
         tracing::info!("worker stopped");
         Ok(())
     }

@@ -24,6 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "worker",
         &[
+            "callbacks",
             "config",
             "maintenance",
             "policy",
@@ -33,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "store",
         ],
     ),
+    ("callbacks", &["config", "policy", "provider", "store"]),
     ("server", &["receipts", "store"]),
     ("maintenance", &["config", "store"]),
     ("receipts", &["config", "provider", "store"]),

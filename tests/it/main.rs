@@ -7,6 +7,7 @@ mod api;
 mod architecture;
 mod bad_input;
 mod bench_cli;
+mod callbacks;
 mod enqueue_sql;
 mod faults;
 mod operator_cli;

@@ -1,4 +1,4 @@
-//! The per-minute counts of status changes (migration 0014) that the 24-hour stats and the dashboard's chart read:
+//! The per-minute counts of status changes (migration 0013) that the 24-hour stats and the dashboard's chart read:
 //! they say what the events say, before a rollup pass (from the events), after it (from the rollup), and after a
 //! change committed late into a minute already rolled up.
 

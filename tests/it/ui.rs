@@ -364,6 +364,59 @@ async fn without_tokens_the_dashboard_needs_no_login_on_loopback(pool: PgPool) {
     stop.cancel();
 }
 
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn a_messages_page_shows_the_callbacks_sent_for_it(pool: PgPool) {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let config = Config::parse(
+        "[api]\nlisten = \"127.0.0.1:0\"\n[channels.sms]\nkind = \"sandbox\"\nmode = \"noop\"\n\
+         [callbacks]\nallowed_hosts = [\"hooks.example.com\"]\nsecret_env = \"CB_SECRET\"\n",
+    )
+    .unwrap();
+    let (base, stop, _) = serve(&pool, &config).await;
+    let id = NewMessage::sms("sms", "+31610000001")
+        .text("hi")
+        .scheduled_for(chrono::Utc::now() + chrono::Duration::days(1))
+        .callback_url("https://hooks.example.com/secret-path?token=abc")
+        .enqueue(&pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT tidings.cancel($1)")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // As a worker records it: two attempts, the first answered 503.
+    sqlx::query(
+        "UPDATE tidings.callback_outbox SET attempts = 2, last_error = 'http_503', delivered_at = now() WHERE message_id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let client = browser(&driver).await;
+    let result = std::panic::AssertUnwindSafe(async {
+        open(&client, &base, &format!("/messages/{id}")).await;
+        let row = text_of(&client, "#callbacks li[data-status=canceled]").await;
+        assert!(row.contains("message.canceled"), "{row}");
+        assert!(row.contains("hooks.example.com"), "{row}");
+        assert!(
+            row.contains("delivered") && row.contains("2 attempts"),
+            "{row}"
+        );
+        assert!(row.contains("HTTP 503"), "{row}");
+        assert!(!row.contains("secret-path"), "{row}");
+    })
+    .catch_unwind()
+    .await;
+    client.close().await.unwrap();
+    stop.cancel();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 async fn status_of(pool: &PgPool, id: Uuid) -> String {
     sqlx::query_scalar("SELECT status::text FROM tidings.messages WHERE id = $1")
         .bind(id)

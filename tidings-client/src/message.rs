@@ -47,6 +47,8 @@ pub struct NewMessage {
     tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback_url: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -79,6 +81,7 @@ impl NewMessage {
             priority: 0,
             tags: Vec::new(),
             reference: None,
+            callback_url: None,
         }
     }
 
@@ -302,6 +305,13 @@ impl NewMessage {
         self
     }
 
+    /// POST status callbacks for this message to `url` (instead of its channel's `callback_url`): its host must
+    /// be in the worker config's `[callbacks] allowed_hosts`, else enqueue refuses it (`callback_url: ...`).
+    pub fn callback_url(mut self, url: impl Into<String>) -> Self {
+        self.callback_url = Some(url.into());
+        self
+    }
+
     /// Enqueues this message (inside the executor's transaction, if it is one) and returns its id.
     pub async fn enqueue<'e>(&self, executor: impl PgExecutor<'e>) -> Result<Uuid, Error> {
         let ids = crate::enqueue_many(executor, std::slice::from_ref(self)).await?;
@@ -345,6 +355,19 @@ mod tests {
                 "scheduled_for": "2030-01-02T03:04:05.000000Z", "use_case": "2fa",
                 "tags": ["A"], "reference": "r-1"
             })
+        );
+    }
+
+    #[test]
+    fn callback_url_is_sent_only_when_set() {
+        let m = NewMessage::sms("sms", "+31612345678").text("hi");
+        assert!(m.to_json().get("callback_url").is_none());
+        let m = m
+            .callback_url("https://hooks.example.com/tidings")
+            .to_json();
+        assert_eq!(
+            m["callback_url"],
+            json!("https://hooks.example.com/tidings")
         );
     }
 

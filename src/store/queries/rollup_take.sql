@@ -1,4 +1,4 @@
--- Starts a rollup pass (see migration 0014): takes the state row unless another process holds it (then no row:
+-- Starts a rollup pass (see migration 0013): takes the state row unless another process holds it (then no row:
 -- that process is rolling up), and answers the minutes to count: from five minutes before `done_before` (recounted
 -- for late commits) up to the last whole minute that ended at least a minute ago, at most an hour past
 -- `done_before` per pass (a long history is caught up in short passes).

@@ -1,5 +1,5 @@
 -- Status changes of the last $1 seconds (whole minutes), by channel and status: the rolled-up minutes
--- (tidings.event_minutes, migration 0014) plus the events after them, so the answer is current and costs what the
+-- (tidings.event_minutes, migration 0013) plus the events after them, so the answer is current and costs what the
 -- last few minutes hold, not the history. A message enqueued and sent in the window counts under `accepted` and
 -- under `sent`. The bounds are scalar sub-selects, computed once before the scan, so they bound the index scans
 -- (as a join with the state row, the events' bound would be known only per row: a walk of the whole history).

@@ -1,7 +1,7 @@
 -- The dashboard's chart: status changes of the last $1 seconds, per minute. `sent` counts provider acceptances,
 -- `failed` final failures (sending_failed, rejected, expired, delivery_failed), `deferred` moves back to scheduled
 -- that are not the enqueue itself (retries, quiet-hours holds, 429 pauses). Minutes without events are absent
--- (the page draws them as zero). The rolled-up minutes (tidings.event_minutes, migration 0014) plus the events
+-- (the page draws them as zero). The rolled-up minutes (tidings.event_minutes, migration 0013) plus the events
 -- after them: a day's chart reads at most 1440 rollup rows per channel and status, and a few minutes of events.
 -- The bounds are scalar sub-selects, computed once, so they bound the index scans (see stats_recent.sql).
 WITH changes AS (

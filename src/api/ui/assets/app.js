@@ -669,8 +669,24 @@ async function messagePage(gen, id) {
             e.attempt ? ` · attempt ${e.attempt}` : ""),
           h("details", {}, h("summary", {}, "Detail"),
             json({ reason: e.reason, status: e.status, attempt: e.attempt, started_at: e.started_at,
-              detail: e.detail }))))))));
+              detail: e.detail })))))),
+      (detail.callbacks || []).length ? callbacksPanel(detail.callbacks) : null));
   main.dataset.loaded = "true";
+}
+
+// The status callbacks sent for a message: what each told, where (host only), and how its delivery went.
+function callbacksPanel(callbacks) {
+  const state = (c) => {
+    if (c.delivered_at) return `delivered ${fmtTime(c.delivered_at)}`;
+    if (c.given_up_at) return `given up ${fmtTime(c.given_up_at)}`;
+    return c.next_attempt_at ? `pending, next attempt ${fmtTime(c.next_attempt_at)}` : "pending";
+  };
+  return h("section", { class: "panel", "aria-labelledby": "h-callbacks" }, h("h2", { id: "h-callbacks" }, "Callbacks"),
+    h("ol", { class: "timeline", id: "callbacks" }, callbacks.map((c) => h("li", {
+      class: c.delivered_at ? "good" : c.given_up_at ? "bad" : "held", "data-status": c.status },
+      h("div", {}, h("strong", {}, `message.${c.status}`), " → ", h("span", { class: "mono" }, c.host)),
+      h("div", { class: "muted" }, state(c), ` · ${c.attempts} attempt${c.attempts === 1 ? "" : "s"}`,
+        c.last_error ? ` · last error ${c.last_error.replace(/^http_/, "HTTP ")}` : "")))));
 }
 
 function messageActions(m) {
