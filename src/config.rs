@@ -317,6 +317,8 @@ impl ChannelConfig {
             "frequency_cap": self.frequency_cap.as_ref().map(|f| serde_json::json!({
                 "max": f.max, "per_seconds": f.per.as_secs(),
             })),
+            // Whether the channel takes delivery receipts: a fallback step may wait for one (`undelivered`).
+            "receipts": self.settings.contains_key("receipt_secret_env"),
         })
     }
 }
