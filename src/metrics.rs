@@ -35,6 +35,8 @@ pub struct Metrics {
     pub completions_lost: IntCounterVec,
     /// Rows changed by the maintenance services, by task (`rescue`, `sweep`, `prune`).
     pub maintenance_rows: IntCounterVec,
+    /// Fallback steps created and sent, by trigger and channel pair (counted from the database's log).
+    pub fallback_steps: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -112,6 +114,11 @@ impl Metrics {
                 &["task"],
             )
             .expect("metric"),
+            fallback_steps: IntCounterVec::new(
+                Opts::new("tidings_fallback_steps_total", "Fallback steps created (event=created) and handed to their provider (event=sent), by what triggered them (rejected, sending_failed, expired, undelivered) and the channel pair. Counted from the database by whichever worker samples first."),
+                &["event", "trigger", "from", "to"],
+            )
+            .expect("metric"),
             registry,
         };
         let r = &m.registry;
@@ -135,6 +142,8 @@ impl Metrics {
         r.register(Box::new(m.completions_lost.clone()))
             .expect("register");
         r.register(Box::new(m.maintenance_rows.clone()))
+            .expect("register");
+        r.register(Box::new(m.fallback_steps.clone()))
             .expect("register");
         // Present from the start at 0, so `increase()` sees the first rescue.
         for task in ["rescue", "sweep", "prune"] {

@@ -8,6 +8,7 @@ mod architecture;
 mod bad_input;
 mod bench_cli;
 mod enqueue_sql;
+mod fallback;
 mod faults;
 mod operator_cli;
 mod ops;
