@@ -5,22 +5,64 @@
 
 CREATE TYPE tidings.message_status AS ENUM ('accepted', 'scheduled', 'processing', 'sent', 'delivered', 'delivery_failed', 'sending_failed', 'rejected', 'expired', 'canceled');
 
+-- tidings.callback_host_allowed(text): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.callback_host_allowed(host text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT EXISTS (
+        SELECT 1 FROM tidings.callback_hosts h
+         WHERE h.pattern = host
+            OR h.pattern = split_part(host, ':', 1)
+            OR (h.pattern LIKE '*.%' AND split_part(host, ':', 1) LIKE '%' || substr(h.pattern, 2)))
+$function$
+;
+
 -- tidings.cancel(uuid): EXECUTE by tidings_producer
 CREATE OR REPLACE FUNCTION tidings.cancel(message_id uuid)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    is_head boolean;
+    n bigint;
+BEGIN
+    -- Locked first, as the trigger does before it adds a step: a step added before this lock is seen by the
+    -- UPDATE below (a new statement, so a new snapshot); one after it finds the chain without fallback.
+    SELECT m.chain_id = m.id INTO is_head FROM tidings.messages m WHERE m.id = cancel.message_id FOR UPDATE;
     WITH c AS (
         UPDATE tidings.messages m SET status = 'canceled', updated_at = now(), run_at = now()
-         WHERE m.id = message_id AND m.status IN ('accepted', 'scheduled')
+         WHERE m.status IN ('accepted', 'scheduled')
+           AND (m.id = cancel.message_id OR (is_head AND m.chain_id = cancel.message_id))
         RETURNING m.id, m.attempts
     ), ev AS (
-        INSERT INTO tidings.message_events (message_id, status, reason, attempt)
-        SELECT id, 'canceled', 'canceled_by_producer', attempts FROM c
+        INSERT INTO tidings.message_events (message_id, status, reason, attempt, detail)
+        SELECT c.id, 'canceled', 'canceled_by_producer', c.attempts,
+               CASE WHEN c.id <> cancel.message_id THEN jsonb_build_object('chain_id', cancel.message_id) END
+          FROM c
     )
-    SELECT EXISTS (SELECT 1 FROM c)
+    SELECT count(*) INTO n FROM c;
+    IF is_head THEN
+        UPDATE tidings.messages m SET fallback = NULL WHERE m.id = cancel.message_id;
+    END IF;
+    RETURN n > 0;
+END $function$
+;
+
+-- tidings.chain_of(uuid): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.chain_of(chain uuid)
+ RETURNS jsonb
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT jsonb_agg(jsonb_build_object('id', c.id, 'channel', c.channel, 'status', c.status,
+                                        'step', coalesce(c.chain_step, 0), 'trigger', c.chain_trigger)
+                     ORDER BY coalesce(c.chain_step, 0))
+      FROM tidings.messages c
+     WHERE c.chain_id = chain
 $function$
 ;
 
@@ -173,6 +215,137 @@ AS $function$
 $function$
 ;
 
+-- tidings.check_extras(jsonb,text,timestamp with time zone): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_extras(msg jsonb, kind text, now timestamp with time zone)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+        WHEN coalesce(msg -> 'callback_url', 'null') <> 'null'
+             AND (jsonb_typeof(msg -> 'callback_url') <> 'string' OR length(msg ->> 'callback_url') > 2048
+                  OR tidings.url_host(msg ->> 'callback_url') IS NULL)
+            THEN 'callback_url: must be an http or https URL of at most 2048 characters'
+        WHEN coalesce(msg -> 'callback_url', 'null') <> 'null'
+             AND NOT tidings.callback_host_allowed(tidings.url_host(msg ->> 'callback_url'))
+            THEN format('callback_url: host %L is not in [callbacks] allowed_hosts',
+                        left(tidings.url_host(msg ->> 'callback_url'), 100))
+        WHEN coalesce(msg -> 'traceparent', 'null') <> 'null'
+             AND (jsonb_typeof(msg -> 'traceparent') <> 'string' OR NOT tidings.is_traceparent(msg ->> 'traceparent'))
+            THEN 'traceparent: must be a W3C traceparent (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>)'
+        WHEN coalesce(msg -> 'tracestate', 'null') <> 'null'
+             AND (jsonb_typeof(msg -> 'tracestate') <> 'string' OR length(msg ->> 'tracestate') > 512
+                  OR (msg ->> 'tracestate') !~ '^[\x20-\x7e]*$')
+            THEN 'tracestate: must be a W3C tracestate of at most 512 printable ASCII characters'
+        WHEN coalesce(msg -> 'tracestate', 'null') <> 'null' AND coalesce(msg -> 'traceparent', 'null') = 'null'
+            THEN 'tracestate: only allowed with a traceparent'
+        ELSE tidings.check_fallback(msg, kind, now)
+    END
+$function$
+;
+
+-- tidings.check_fallback(jsonb,text,timestamp with time zone): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_fallback(msg jsonb, kind text, now timestamp with time zone)
+ RETURNS text
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+DECLARE
+    chain jsonb := msg -> 'fallback';
+    step jsonb;
+    i integer := 0;
+    prev_channel text := msg ->> 'channel';
+    prev_receipts boolean;
+    step_kind text;
+    step_policy jsonb;
+    seen text[] := ARRAY[msg ->> 'channel'];
+    recipient jsonb;
+    problem text;
+    p text;
+BEGIN
+    IF chain IS NULL OR chain = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(chain) <> 'array' OR jsonb_array_length(chain) = 0 THEN
+        RETURN 'fallback: must be an array of 1 to 3 steps';
+    END IF;
+    IF jsonb_array_length(chain) > 3 THEN
+        RETURN 'fallback[3]: at most 3 steps per chain';
+    END IF;
+    SELECT coalesce((c.policy ->> 'receipts')::boolean, false) INTO prev_receipts
+      FROM tidings.channels c WHERE c.name = prev_channel;
+    FOR step IN SELECT value FROM jsonb_array_elements(chain) LOOP
+        p := format('fallback[%s]', i);
+        IF jsonb_typeof(step) <> 'object' THEN
+            RETURN p || ': must be a JSON object with channel, content and on';
+        END IF;
+        IF step - '{channel,recipient,content,on,after}'::text[] <> '{}'::jsonb THEN
+            RETURN p || '.' || tidings.unknown_field(step, '{channel,recipient,content,on,after}') || ': unknown field';
+        END IF;
+        IF NOT tidings.is_text(step -> 'channel', 63) THEN
+            RETURN p || '.channel: must be a channel name';
+        END IF;
+        SELECT c.kind, c.policy INTO step_kind, step_policy FROM tidings.channels c WHERE c.name = step ->> 'channel';
+        IF step_kind IS NULL THEN
+            RETURN format('%s.channel: unknown channel %L', p, left(step ->> 'channel', 63));
+        END IF;
+        IF (step ->> 'channel') = ANY (seen) THEN
+            RETURN format('%s.channel: %L is already in the chain (each channel at most once)', p, step ->> 'channel');
+        END IF;
+        seen := seen || (step ->> 'channel');
+        IF jsonb_typeof(step -> 'on') IS DISTINCT FROM 'array' OR jsonb_array_length(step -> 'on') = 0
+           OR jsonb_path_exists(step -> 'on',
+                  '$[*] ? (@.type() != "string"
+                          || (@ != "rejected" && @ != "sending_failed" && @ != "expired" && @ != "undelivered"))')
+        THEN
+            RETURN p || '.on: must be a non-empty array of rejected, sending_failed, expired, undelivered';
+        END IF;
+        IF step ? 'after' AND NOT (step -> 'on') ? 'undelivered' THEN
+            RETURN p || '.after: only allowed with "undelivered" in on';
+        END IF;
+        IF (step -> 'on') ? 'undelivered' THEN
+            IF NOT step ? 'after' THEN
+                RETURN p || '.after: required with "undelivered" in on (seconds to wait for a delivered receipt after sent)';
+            END IF;
+            IF jsonb_typeof(step -> 'after') <> 'number' OR (step ->> 'after') !~ '^[0-9]+$'
+               OR (step ->> 'after')::numeric < 1 OR (step ->> 'after')::numeric > 2592000 THEN
+                RETURN p || '.after: must be a whole number of seconds from 1 to 2592000';
+            END IF;
+            IF NOT prev_receipts THEN
+                RETURN format('%s.on: "undelivered" needs delivery receipts from channel %L (receipt_secret_env)',
+                              p, prev_channel);
+            END IF;
+        END IF;
+        IF step ? 'recipient' AND jsonb_typeof(step -> 'recipient') <> 'object' THEN
+            RETURN p || '.recipient: must be a JSON object';
+        END IF;
+        IF jsonb_typeof(step -> 'content') IS DISTINCT FROM 'object' THEN
+            RETURN p || '.content: must be a JSON object';
+        END IF;
+        IF pg_column_size(step -> 'content') > 65536 THEN
+            RETURN p || '.content: must be at most 64 KiB';
+        END IF;
+        IF pg_column_size(step -> 'recipient') > 4096 THEN
+            RETURN p || '.recipient: must be at most 4 KiB';
+        END IF;
+        recipient := coalesce(step -> 'recipient', msg -> 'recipient');
+        problem := coalesce(
+            tidings.check_representable('recipient', step -> 'recipient'),
+            tidings.check_representable('content', step -> 'content'),
+            CASE WHEN recipient ? 'timezone' AND NOT tidings.is_timezone(recipient ->> 'timezone')
+                 THEN 'recipient.timezone: must be an IANA time zone name' END,
+            tidings.check_shape(step_kind, recipient, step -> 'content'));
+        IF problem IS NOT NULL THEN
+            RETURN p || '.' || problem;
+        END IF;
+        prev_channel := step ->> 'channel';
+        prev_receipts := coalesce((step_policy ->> 'receipts')::boolean, false);
+        i := i + 1;
+    END LOOP;
+    RETURN NULL;
+END $function$
+;
+
 -- tidings.check_message(jsonb,text,timestamp with time zone): EXECUTE by the owner only
 CREATE OR REPLACE FUNCTION tidings.check_message(msg jsonb, kind text, now timestamp with time zone)
  RETURNS text
@@ -191,9 +364,9 @@ CREATE OR REPLACE FUNCTION tidings.check_parts(msg jsonb, recipient jsonb, conte
 AS $function$
     SELECT CASE
         WHEN jsonb_typeof(msg) IS DISTINCT FROM 'object' THEN 'message: must be a JSON object'
-        WHEN msg - '{channel,recipient,content,scheduled_for,validity,use_case,ignore_quiet_hours,cap_frequency,priority,tags,reference}'::text[]
+        WHEN msg - '{channel,recipient,content,scheduled_for,validity,use_case,ignore_quiet_hours,cap_frequency,priority,tags,reference,callback_url,fallback,traceparent,tracestate}'::text[]
              <> '{}'::jsonb
-            THEN tidings.unknown_field(msg, '{channel,recipient,content,scheduled_for,validity,use_case,ignore_quiet_hours,cap_frequency,priority,tags,reference}')
+            THEN tidings.unknown_field(msg, '{channel,recipient,content,scheduled_for,validity,use_case,ignore_quiet_hours,cap_frequency,priority,tags,reference,callback_url,fallback,traceparent,tracestate}')
                  || ': unknown field'
         WHEN NOT tidings.is_text(msg -> 'channel', 63) THEN 'channel: must be a channel name'
         WHEN kind IS NULL THEN format('channel: unknown channel %L', left(msg ->> 'channel', 63))
@@ -221,7 +394,9 @@ AS $function$
                  THEN 'recipient.timezone: must be an IANA time zone name' END,
             tidings.check_shape(kind, recipient, content),
             CASE WHEN msg ?| '{scheduled_for,validity,priority,ignore_quiet_hours,cap_frequency,tags,reference}'::text[]
-                 THEN tidings.check_common(msg, now) END)
+                 THEN tidings.check_common(msg, now) END,
+            CASE WHEN msg ?| '{callback_url,fallback,traceparent,tracestate}'::text[]
+                 THEN tidings.check_extras(msg, kind, now) END)
     END
 $function$
 ;
@@ -327,8 +502,8 @@ AS $function$
 $function$
 ;
 
--- tidings.enqueue(text,jsonb,jsonb,timestamp with time zone,integer,text,boolean,boolean,integer,text[],text): EXECUTE by tidings_producer
-CREATE OR REPLACE FUNCTION tidings.enqueue(channel text, recipient jsonb, content jsonb, scheduled_for timestamp with time zone DEFAULT NULL::timestamp with time zone, validity integer DEFAULT NULL::integer, use_case text DEFAULT 'transactional'::text, ignore_quiet_hours boolean DEFAULT false, cap_frequency boolean DEFAULT false, priority integer DEFAULT 0, tags text[] DEFAULT '{}'::text[], reference text DEFAULT NULL::text)
+-- tidings.enqueue(text,jsonb,jsonb,timestamp with time zone,integer,text,boolean,boolean,integer,text[],text,text,jsonb,text,text): EXECUTE by tidings_producer
+CREATE OR REPLACE FUNCTION tidings.enqueue(channel text, recipient jsonb, content jsonb, scheduled_for timestamp with time zone DEFAULT NULL::timestamp with time zone, validity integer DEFAULT NULL::integer, use_case text DEFAULT 'transactional'::text, ignore_quiet_hours boolean DEFAULT false, cap_frequency boolean DEFAULT false, priority integer DEFAULT 0, tags text[] DEFAULT '{}'::text[], reference text DEFAULT NULL::text, callback_url text DEFAULT NULL::text, fallback jsonb DEFAULT NULL::jsonb, traceparent text DEFAULT NULL::text, tracestate text DEFAULT NULL::text)
  RETURNS uuid
  LANGUAGE sql
  SECURITY DEFINER
@@ -338,7 +513,8 @@ AS $function$
         'channel', channel, 'recipient', recipient, 'content', content,
         'scheduled_for', to_jsonb(scheduled_for), 'validity', validity, 'use_case', use_case,
         'ignore_quiet_hours', ignore_quiet_hours, 'cap_frequency', cap_frequency, 'priority', priority,
-        'tags', to_jsonb(tags), 'reference', reference))))
+        'tags', to_jsonb(tags), 'reference', reference, 'callback_url', callback_url, 'fallback', fallback,
+        'traceparent', traceparent, 'tracestate', tracestate))))
 $function$
 ;
 
@@ -393,7 +569,7 @@ BEGIN
         -- defaults are used without looking each one up.
         SELECT i.ord, i.msg, i.recipient, i.content, i.policy,
                coalesce(i.msg ->> 'use_case', 'transactional') AS use_case,
-               i.msg ?| '{scheduled_for,validity,priority,ignore_quiet_hours,cap_frequency,tags,reference}'::text[] AS opts,
+               i.msg ?| '{scheduled_for,validity,priority,ignore_quiet_hours,cap_frequency,tags,reference,callback_url,fallback,traceparent,tracestate}'::text[] AS opts,
                CASE WHEN i.msg ? 'scheduled_for' THEN (i.msg ->> 'scheduled_for')::timestamptz END AS scheduled_for
           FROM input i
          WHERE i.problem IS NULL OR tidings.raise_invalid(i.problem, CASE WHEN NOT single THEN i.ord END)
@@ -417,15 +593,21 @@ BEGIN
                     THEN ARRAY(SELECT lower(x) FROM jsonb_array_elements_text(v.msg -> 'tags') x)
                     ELSE '{}' END AS tags,
                CASE WHEN v.opts THEN v.msg ->> 'reference' END AS reference,
+               CASE WHEN v.opts THEN v.msg ->> 'callback_url' END AS callback_url,
+               CASE WHEN v.opts THEN nullif(v.msg -> 'fallback', 'null') END AS fallback,
+               CASE WHEN v.opts THEN v.msg ->> 'traceparent' END AS traceparent,
+               CASE WHEN v.opts THEN v.msg ->> 'tracestate' END AS tracestate,
                coalesce((v.policy ->> 'max_attempts')::integer, 10) AS max_attempts
           FROM valid v
     ), plain AS (
         -- Without a reference there is nothing to conflict with: a plain insert (no speculative insertion).
         INSERT INTO tidings.messages AS m (id, channel, recipient, content, use_case, status, priority, scheduled_for,
                                            run_at, expires_at, ignore_quiet_hours, cap_frequency, tags, reference,
-                                           max_attempts, created_at, updated_at)
+                                           max_attempts, created_at, updated_at, callback_url, fallback, chain_id,
+                                           traceparent, tracestate)
         SELECT id, channel, recipient, content, use_case, status, priority, scheduled_for, run_at, expires_at,
-               ignore_quiet_hours, cap_frequency, tags, reference, max_attempts, t, t
+               ignore_quiet_hours, cap_frequency, tags, reference, max_attempts, t, t, callback_url, fallback,
+               CASE WHEN fallback IS NOT NULL THEN id END, traceparent, tracestate
           FROM planned
          WHERE reference IS NULL
          ORDER BY ord
@@ -433,9 +615,11 @@ BEGIN
     ), referenced AS (
         INSERT INTO tidings.messages AS m (id, channel, recipient, content, use_case, status, priority, scheduled_for,
                                            run_at, expires_at, ignore_quiet_hours, cap_frequency, tags, reference,
-                                           max_attempts, created_at, updated_at)
+                                           max_attempts, created_at, updated_at, callback_url, fallback, chain_id,
+                                           traceparent, tracestate)
         SELECT id, channel, recipient, content, use_case, status, priority, scheduled_for, run_at, expires_at,
-               ignore_quiet_hours, cap_frequency, tags, reference, max_attempts, t, t
+               ignore_quiet_hours, cap_frequency, tags, reference, max_attempts, t, t, callback_url, fallback,
+               CASE WHEN fallback IS NOT NULL THEN id END, traceparent, tracestate
           FROM planned
          WHERE reference IS NOT NULL
          ORDER BY ord
@@ -467,14 +651,146 @@ END $function$
 
 -- tidings.events(uuid): EXECUTE by tidings_producer
 CREATE OR REPLACE FUNCTION tidings.events(message_id uuid)
- RETURNS TABLE(at timestamp with time zone, status tidings.message_status, reason text, attempt integer, started_at timestamp with time zone, detail jsonb)
+ RETURNS TABLE(at timestamp with time zone, status tidings.message_status, reason text, attempt integer, started_at timestamp with time zone, detail jsonb, message uuid, channel text)
  LANGUAGE sql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-    SELECT e.at, e.status, e.reason, e.attempt, e.started_at, e.detail
-      FROM tidings.message_events e WHERE e.message_id = events.message_id ORDER BY e.id
+    WITH ids AS (
+        SELECT events.message_id AS id
+        UNION
+        SELECT c.id
+          FROM tidings.messages m
+          JOIN tidings.messages c ON c.chain_id = m.chain_id
+         WHERE m.id = events.message_id AND m.chain_id IS NOT NULL
+    )
+    SELECT e.at, e.status, e.reason, e.attempt, e.started_at, e.detail, e.message_id, m.channel
+      FROM ids
+      JOIN tidings.message_events e ON e.message_id = ids.id
+      LEFT JOIN tidings.messages m ON m.id = e.message_id
+     ORDER BY e.id
 $function$
+;
+
+-- tidings.fallback_advance(): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.fallback_advance()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    t timestamptz := now();
+    next_no smallint := coalesce(NEW.chain_step, 0) + 1;
+    nxt jsonb := NEW.fallback -> 0;
+    why text;
+    head tidings.messages;
+    prev_channel text;
+    prev_kind text;
+    step_id uuid;
+    step_status tidings.message_status;
+    step_run_at timestamptz;
+    capped boolean;
+BEGIN
+    -- A step handed to its provider: counted.
+    IF NEW.status = 'sent' AND NEW.chain_step IS NOT NULL THEN
+        SELECT p.channel INTO prev_channel
+          FROM tidings.messages p
+         WHERE p.chain_id = NEW.chain_id AND coalesce(p.chain_step, 0) = NEW.chain_step - 1;
+        INSERT INTO tidings.fallback_log (event, trigger, from_channel, to_channel)
+        VALUES ('sent', NEW.chain_trigger, coalesce(prev_channel, ''), NEW.channel);
+    END IF;
+    IF nxt IS NULL THEN
+        RETURN NULL; -- the last step, or a canceled chain
+    END IF;
+
+    -- The receipt that the next step waits for: delivered makes it unnecessary, delivery_failed makes it due now.
+    -- Only while it waits: once claimed it goes its way, and this receipt stays on this message alone.
+    IF NEW.status = 'delivered' THEN
+        WITH c AS (
+            UPDATE tidings.messages m SET status = 'canceled', run_at = t, updated_at = t
+             WHERE m.chain_id = NEW.chain_id AND m.chain_step = next_no AND m.status IN ('accepted', 'scheduled')
+            RETURNING m.id, m.attempts
+        )
+        INSERT INTO tidings.message_events (message_id, at, status, reason, attempt, detail)
+        SELECT c.id, t, 'canceled', 'fallback_not_needed', c.attempts, jsonb_build_object('delivered', NEW.id)
+          FROM c;
+        RETURN NULL;
+    END IF;
+    IF NEW.status = 'delivery_failed' THEN
+        WITH r AS (
+            UPDATE tidings.messages m SET status = 'accepted', run_at = t, updated_at = t
+             WHERE m.chain_id = NEW.chain_id AND m.chain_step = next_no AND m.status = 'scheduled'
+               AND m.attempts = 0 AND m.run_at > t
+            RETURNING m.id, m.attempts
+        )
+        INSERT INTO tidings.message_events (message_id, at, status, reason, attempt, detail)
+        SELECT r.id, t, 'accepted', 'fallback_delivery_failed', r.attempts, jsonb_build_object('previous', NEW.id)
+          FROM r;
+        IF FOUND THEN
+            PERFORM pg_notify('tidings', '');
+        END IF;
+        RETURN NULL;
+    END IF;
+
+    why := CASE WHEN NEW.status = 'sent' THEN 'undelivered'
+                WHEN NEW.status IN ('rejected', 'sending_failed', 'expired') THEN NEW.status::text END;
+    IF why IS NULL OR NOT (nxt -> 'on') ? why THEN
+        RETURN NULL;
+    END IF;
+    -- One validity for the chain: nothing is created after it.
+    IF NEW.expires_at <= t THEN
+        RETURN NULL;
+    END IF;
+    -- The first message's row lock orders this against tidings.cancel; a canceled chain has no fallback left.
+    SELECT * INTO head FROM tidings.messages h WHERE h.id = NEW.chain_id FOR UPDATE;
+    IF head.fallback IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    -- A capped chain counts once: a step is capped only while no message of the chain was admitted.
+    SELECT c.kind INTO prev_kind FROM tidings.channels c WHERE c.name = NEW.channel;
+    capped := NEW.cap_frequency AND NOT EXISTS (
+        SELECT 1 FROM tidings.frequency_log f
+         WHERE f.channel_kind = prev_kind AND f.recipient = tidings.recipient_key(NEW.recipient)
+           AND f.message_id = NEW.id);
+
+    IF why = 'undelivered' THEN
+        step_status := 'scheduled';
+        step_run_at := least(t + make_interval(secs => (nxt ->> 'after')::integer), NEW.expires_at);
+    ELSE
+        step_status := 'accepted';
+        step_run_at := t;
+    END IF;
+    step_id := tidings.uuid_v7();
+    INSERT INTO tidings.messages AS m (id, channel, recipient, content, use_case, status, priority, run_at, expires_at,
+                                       ignore_quiet_hours, cap_frequency, tags, max_attempts, created_at, updated_at,
+                                       callback_url, fallback, chain_id, chain_step, chain_trigger, traceparent,
+                                       tracestate)
+    SELECT step_id, c.name, coalesce(nxt -> 'recipient', head.recipient), nxt -> 'content', NEW.use_case, step_status,
+           NEW.priority, step_run_at, NEW.expires_at, NEW.ignore_quiet_hours, capped, NEW.tags,
+           coalesce((c.policy ->> 'max_attempts')::integer, 10), t, t, NEW.callback_url,
+           nullif(NEW.fallback - 0, '[]'::jsonb), NEW.chain_id, next_no, why, NEW.traceparent, NEW.tracestate
+      FROM tidings.channels c
+     WHERE c.name = nxt ->> 'channel'
+    ON CONFLICT (chain_id, chain_step) WHERE chain_id IS NOT NULL DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN NULL; -- created before (or its channel is gone from the config)
+    END IF;
+    INSERT INTO tidings.message_events (message_id, at, status, reason, detail)
+    VALUES (step_id, t, step_status,
+            CASE WHEN why = 'undelivered' THEN 'fallback_awaiting_receipt' ELSE 'fallback_' || why END,
+            jsonb_build_object('chain_id', NEW.chain_id, 'step', next_no, 'previous', NEW.id,
+                               'previous_channel', NEW.channel)
+            || CASE WHEN why = 'undelivered'
+                    THEN jsonb_build_object('receipt_wait_until', step_run_at) ELSE '{}'::jsonb END);
+    INSERT INTO tidings.fallback_log (event, trigger, from_channel, to_channel)
+    VALUES ('created', why, NEW.channel, nxt ->> 'channel');
+    IF step_status = 'accepted' THEN
+        PERFORM pg_notify('tidings', '');
+    END IF;
+    RETURN NULL;
+END $function$
 ;
 
 -- tidings.frequency_admit(text,text,uuid,integer,interval): EXECUTE by tidings_worker
@@ -538,6 +854,20 @@ CREATE OR REPLACE FUNCTION tidings.is_timezone(tz text)
  STABLE
 AS $function$
     SELECT EXISTS (SELECT 1 FROM tidings.time_zones z WHERE z.name = tz)
+$function$
+;
+
+-- tidings.is_traceparent(text): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.is_traceparent(v text)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT v ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[^ ]*)?$'
+       AND left(v, 2) <> 'ff'
+       AND (left(v, 2) <> '00' OR length(v) = 55)
+       AND substr(v, 4, 32) <> repeat('0', 32)
+       AND substr(v, 37, 16) <> repeat('0', 16)
 $function$
 ;
 
@@ -664,13 +994,14 @@ AS $function$ SELECT interval '10 minutes' $function$
 
 -- tidings.status(uuid): EXECUTE by tidings_producer
 CREATE OR REPLACE FUNCTION tidings.status(message_id uuid)
- RETURNS TABLE(id uuid, channel text, status tidings.message_status, attempts integer, run_at timestamp with time zone, expires_at timestamp with time zone, provider_message_id text, last_error text, created_at timestamp with time zone, updated_at timestamp with time zone)
+ RETURNS TABLE(id uuid, channel text, status tidings.message_status, attempts integer, run_at timestamp with time zone, expires_at timestamp with time zone, provider_message_id text, last_error text, created_at timestamp with time zone, updated_at timestamp with time zone, chain_id uuid, chain jsonb)
  LANGUAGE sql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
     SELECT m.id, m.channel, m.status, m.attempts, m.run_at, m.expires_at, m.provider_message_id, m.last_error,
-           m.created_at, m.updated_at
+           m.created_at, m.updated_at, m.chain_id,
+           CASE WHEN m.chain_id IS NOT NULL THEN tidings.chain_of(m.chain_id) END
       FROM tidings.messages m WHERE m.id = message_id
 $function$
 ;
@@ -725,6 +1056,16 @@ AS $function$
         RETURNING 1
     )
     SELECT EXISTS (SELECT 1 FROM gone)
+$function$
+;
+
+-- tidings.url_host(text): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.url_host(url text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT lower(substring(url FROM '^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9.-]+(?::[0-9]{1,5})?)(?:[/?#][^ ]*)?$'))
 $function$
 ;
 

@@ -829,3 +829,90 @@ async fn bad_chains_are_refused_with_22023_naming_the_step_and_field(pool: PgPoo
     .unwrap();
     assert_eq!(chain(&pool, id).await.len(), 1);
 }
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn the_http_api_takes_a_chain_and_shows_it(pool: PgPool) {
+    let config = Config::parse(
+        r#"
+[api]
+listen = "127.0.0.1:0"
+[[api.tokens]]
+name = "crm"
+scope = "produce"
+env = "FB_API_TOKEN"
+[[api.tokens]]
+name = "grafana"
+scope = "read"
+env = "FB_READ_TOKEN"
+[channels.wa]
+kind = "sandbox"
+mode = "noop"
+[channels.sms]
+kind = "sandbox"
+mode = "noop"
+"#,
+    )
+    .unwrap();
+    let store = sync(&pool, &config).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token_env = |var: &str| match var {
+        "FB_API_TOKEN" => Some("fb-api-token-123456".to_owned()),
+        "FB_READ_TOKEN" => Some("fb-read-token-654321".to_owned()),
+        _ => None,
+    };
+    let (addr, _task) = tidings::api::start(&config, store, &token_env, stop.clone())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let post = |body: Value| {
+        http.post(format!("http://{addr}/v1/messages"))
+            .bearer_auth("fb-api-token-123456")
+            .json(&body)
+            .send()
+    };
+    let mut message = json!({
+        "channel": "wa", "recipient": {"phone": "+31612345678"}, "content": sms_text("hello"),
+        "fallback": [{ "channel": "sms", "content": sms_text("hello by SMS"), "on": ["rejected"] }],
+    });
+    let created = post(message.clone()).await.unwrap();
+    assert_eq!(created.status(), 201);
+    let head: Uuid = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    message["fallback"][0]["channel"] = json!("wa");
+    let refused = post(message).await.unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "fallback[0].channel");
+
+    // The first message is rejected (as a worker would write it): the step appears in the chain of both.
+    sqlx::query("UPDATE tidings.messages SET status = 'rejected' WHERE id = $1")
+        .bind(head)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let sms = step(&pool, head, 1).await;
+    for id in [head, sms] {
+        let detail: Value = http
+            .get(format!("http://{addr}/v1/messages/{id}"))
+            .bearer_auth("fb-read-token-654321")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(detail["chain_id"], json!(head), "{detail}");
+        assert_eq!(
+            detail["chain"],
+            json!([
+                { "id": head, "channel": "wa", "status": "rejected", "step": 0, "trigger": null },
+                { "id": sms, "channel": "sms", "status": "accepted", "step": 1, "trigger": "rejected" },
+            ])
+        );
+    }
+    stop.cancel();
+}
