@@ -406,7 +406,9 @@ pub async fn run(serve: bool) -> Result<()> {
         for link in store.message_chain(id).await? {
             if link.step > 0 {
                 let label = match link.trigger.as_deref() {
-                    Some("undelivered") => "fallback step: sms, as no delivered receipt came within 2 s",
+                    Some("undelivered") => {
+                        "fallback step: sms, as no delivered receipt came within 2 s"
+                    }
                     Some("rejected") => "fallback step: sms, as the whatsapp message was rejected",
                     _ => "fallback step",
                 };

@@ -372,9 +372,11 @@ impl Store {
 
     /// Takes the fallback steps created and sent since the last call (by any process), counted by kind.
     pub async fn fallback_log_take(&self) -> Result<Vec<FallbackCount>> {
-        Ok(sqlx::query_as(include_str!("queries/fallback_log_take.sql"))
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as(include_str!("queries/fallback_log_take.sql"))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Live messages by channel and status.

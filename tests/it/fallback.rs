@@ -200,7 +200,11 @@ fn closed_whatsapp() -> NewMessage {
 }
 
 fn sms_step() -> Fallback {
-    Fallback::to(NewMessage::raw("sms", json!({}), sms_text("Your table is ready")))
+    Fallback::to(NewMessage::raw(
+        "sms",
+        json!({}),
+        sms_text("Your table is ready"),
+    ))
 }
 
 async fn status_of(pool: &PgPool, id: Uuid) -> Status {
@@ -239,7 +243,10 @@ async fn step(pool: &PgPool, head: Uuid, n: i16) -> Uuid {
         if let Some(id) = id {
             return id;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for step {n} of {head}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for step {n} of {head}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -271,7 +278,9 @@ async fn chain_len(pool: &PgPool, head: Uuid) -> i64 {
 }
 
 #[sqlx::test(migrator = "tidings::store::MIGRATOR")]
-async fn a_rejected_whatsapp_message_falls_back_to_sms_and_the_chain_shows_everywhere(pool: PgPool) {
+async fn a_rejected_whatsapp_message_falls_back_to_sms_and_the_chain_shows_everywhere(
+    pool: PgPool,
+) {
     let mut h = Harness::start(&pool, SandboxOptions::default(), "").await;
     let head = closed_whatsapp()
         .fallback(sms_step().on([Trigger::Rejected, Trigger::SendingFailed]))
@@ -306,7 +315,10 @@ async fn a_rejected_whatsapp_message_falls_back_to_sms_and_the_chain_shows_every
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((status.as_str(), reason.as_str()), ("accepted", "fallback_rejected"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("accepted", "fallback_rejected")
+    );
     assert_eq!(detail["previous"], json!(head));
     assert_eq!(detail["chain_id"], json!(head));
     assert_eq!(detail["step"], 1);
@@ -321,7 +333,10 @@ async fn a_rejected_whatsapp_message_falls_back_to_sms_and_the_chain_shows_every
     let st = tidings_client::status(&pool, sms).await.unwrap().unwrap();
     assert_eq!(st.chain_id, Some(head));
     let events = tidings_client::events(&pool, head).await.unwrap();
-    let seen: Vec<(Uuid, &str)> = events.iter().map(|e| (e.message, e.reason.as_str())).collect();
+    let seen: Vec<(Uuid, &str)> = events
+        .iter()
+        .map(|e| (e.message, e.reason.as_str()))
+        .collect();
     assert_eq!(
         seen,
         vec![
@@ -334,7 +349,10 @@ async fn a_rejected_whatsapp_message_falls_back_to_sms_and_the_chain_shows_every
     assert_eq!(events[2].channel.as_deref(), Some("sms"));
 
     // Metrics: one step created and sent for the pair.
-    assert_eq!(h.fallback_count("created", "rejected", "wa", "sms").await, 1);
+    assert_eq!(
+        h.fallback_count("created", "rejected", "wa", "sms").await,
+        1
+    );
     assert_eq!(h.fallback_count("sent", "rejected", "wa", "sms").await, 1);
 }
 
@@ -443,8 +461,15 @@ async fn no_receipt_within_after_sends_the_step(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(run_at - sent_at, chrono::Duration::seconds(1));
-    assert_eq!(h.fallback_count("created", "undelivered", "push", "sms").await, 1);
-    assert_eq!(h.fallback_count("sent", "undelivered", "push", "sms").await, 1);
+    assert_eq!(
+        h.fallback_count("created", "undelivered", "push", "sms")
+            .await,
+        1
+    );
+    assert_eq!(
+        h.fallback_count("sent", "undelivered", "push", "sms").await,
+        1
+    );
 }
 
 #[sqlx::test(migrator = "tidings::store::MIGRATOR")]
@@ -461,7 +486,11 @@ async fn a_delivered_receipt_before_the_wait_ends_cancels_the_step(pool: PgPool)
         &("canceled".to_owned(), "fallback_not_needed".to_owned())
     );
     h.stop().await;
-    assert_eq!(h.sends_of(sms), 0, "never sent to someone who already got the message");
+    assert_eq!(
+        h.sends_of(sms),
+        0,
+        "never sent to someone who already got the message"
+    );
 }
 
 #[sqlx::test(migrator = "tidings::store::MIGRATOR")]
@@ -476,7 +505,11 @@ async fn a_receipt_after_the_step_was_sent_stays_on_its_own_message(pool: PgPool
     h.stop().await;
     assert_eq!(status_of(&pool, head).await, Status::Delivered);
     assert_eq!(status_of(&pool, sms).await, Status::Sent);
-    assert_eq!(events_of(&pool, sms).await, before, "nothing undone on the step");
+    assert_eq!(
+        events_of(&pool, sms).await,
+        before,
+        "nothing undone on the step"
+    );
     assert_eq!(h.sends_of(sms), 1);
 }
 
@@ -489,10 +522,18 @@ async fn a_delivery_failed_receipt_releases_the_step_at_once(pool: PgPool) {
     // Sent long before the hour's wait would have ended.
     wait_status(&pool, sms, Status::Sent).await;
     h.stop().await;
-    let reasons: Vec<String> = events_of(&pool, sms).await.into_iter().map(|e| e.1).collect();
+    let reasons: Vec<String> = events_of(&pool, sms)
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
     assert_eq!(
         reasons,
-        ["fallback_awaiting_receipt", "fallback_delivery_failed", "provider_accepted"]
+        [
+            "fallback_awaiting_receipt",
+            "fallback_delivery_failed",
+            "provider_accepted"
+        ]
     );
 }
 
@@ -503,7 +544,11 @@ async fn canceling_the_first_message_cancels_the_waiting_step_and_stops_the_chai
     let sms = step(&pool, head, 1).await;
     assert_eq!(status_of(&pool, sms).await, Status::Scheduled);
     assert!(tidings_client::cancel(&pool, head).await.unwrap());
-    assert_eq!(status_of(&pool, head).await, Status::Sent, "a sent message stays sent");
+    assert_eq!(
+        status_of(&pool, head).await,
+        Status::Sent,
+        "a sent message stays sent"
+    );
     assert_eq!(status_of(&pool, sms).await, Status::Canceled);
     let (reason, detail): (String, Value) = sqlx::query_as(
         "SELECT reason, detail FROM tidings.message_events WHERE message_id = $1 ORDER BY id DESC LIMIT 1",
@@ -542,20 +587,22 @@ async fn a_chain_canceled_while_its_message_is_in_flight_grows_no_step(pool: PgP
         .await
         .unwrap();
     assert!(!tidings_client::cancel(&pool, head).await.unwrap());
-    let done: Vec<Uuid> = sqlx::query_scalar(include_str!("../../src/store/queries/message_complete_many.sql"))
-        .bind(vec![head])
-        .bind(vec![lease])
-        .bind(vec!["rejected"])
-        .bind(vec![None::<chrono::DateTime<Utc>>])
-        .bind(vec![0])
-        .bind(vec![None::<String>])
-        .bind(vec![None::<String>])
-        .bind(vec!["window_closed"])
-        .bind(vec![None::<Value>])
-        .bind(vec![Utc::now()])
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let done: Vec<Uuid> = sqlx::query_scalar(include_str!(
+        "../../src/store/queries/message_complete_many.sql"
+    ))
+    .bind(vec![head])
+    .bind(vec![lease])
+    .bind(vec!["rejected"])
+    .bind(vec![None::<chrono::DateTime<Utc>>])
+    .bind(vec![0])
+    .bind(vec![None::<String>])
+    .bind(vec![None::<String>])
+    .bind(vec!["window_closed"])
+    .bind(vec![None::<Value>])
+    .bind(vec![Utc::now()])
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(done, vec![head]);
     assert_eq!(status_of(&pool, head).await, Status::Rejected);
     assert_eq!(chain_len(&pool, head).await, 1);
@@ -579,7 +626,10 @@ async fn a_worker_killed_between_the_trigger_and_the_next_send_loses_nothing(poo
     let child_toml = toml(&hanging.base_url(), &failing.base_url(), "")
         .replace("lease = \"4s\"", "lease = \"10s\"")
         .replace("timeout = \"2s\" # sms", "timeout = \"5s\"")
-        .replace("[channels.wa]\nkind = \"instaply_whatsapp\"", "[channels.wa]\nkind = \"sandbox\"")
+        .replace(
+            "[channels.wa]\nkind = \"instaply_whatsapp\"",
+            "[channels.wa]\nkind = \"sandbox\"",
+        )
         .replace("token_env = \"FB_INSTAPLY_TOKEN\"\n", "")
         .replace("receipt_secret_env = \"FB_RECEIPT_SECRET\"\n", "");
     let config = Config::parse(&child_toml).unwrap();
@@ -606,7 +656,11 @@ async fn a_worker_killed_between_the_trigger_and_the_next_send_loses_nothing(poo
     let pools = crate::support::start_pools(&pool, &config, 1).await;
     wait_status(&pool, sms, Status::Sent).await;
     pools.stop().await;
-    assert_eq!(sends_to(&hanging, sms), 2, "the same idempotency key both times");
+    assert_eq!(
+        sends_to(&hanging, sms),
+        2,
+        "the same idempotency key both times"
+    );
     assert_eq!(chain_len(&pool, head).await, 2);
     assert_eq!(status_of(&pool, head).await, Status::SendingFailed);
 }
@@ -627,8 +681,7 @@ async fn the_chain_shares_one_validity(pool: PgPool) {
         .validity(2)
         .fallback(sms_step().on([Trigger::Rejected]))
         .fallback(
-            Fallback::to(NewMessage::sms("push", "+31612345678").text("hi"))
-                .on([Trigger::Expired]),
+            Fallback::to(NewMessage::sms("push", "+31612345678").text("hi")).on([Trigger::Expired]),
         )
         .enqueue(&pool)
         .await
@@ -636,7 +689,11 @@ async fn the_chain_shares_one_validity(pool: PgPool) {
     let sms = step(&pool, head, 1).await;
     wait_status(&pool, sms, Status::Expired).await;
     h.stop().await;
-    assert_eq!(chain_len(&pool, head).await, 2, "no step after the chain's validity");
+    assert_eq!(
+        chain_len(&pool, head).await,
+        2,
+        "no step after the chain's validity"
+    );
     assert_eq!(h.sends_of(sms), 0);
 }
 
@@ -659,17 +716,21 @@ async fn a_step_keeps_its_own_channels_quiet_hours(pool: PgPool) {
         .unwrap();
     let sms = step(&pool, head, 1).await;
     wait_until(LIMIT, "the step held by quiet hours", || async {
-        events_of(&pool, sms).await.iter().any(|e| e.1 == "quiet_hours")
+        events_of(&pool, sms)
+            .await
+            .iter()
+            .any(|e| e.1 == "quiet_hours")
     })
     .await;
     h.stop().await;
     assert_eq!(status_of(&pool, sms).await, Status::Scheduled);
     assert_eq!(h.sends_of(sms), 0);
-    let use_case: String = sqlx::query_scalar("SELECT use_case FROM tidings.messages WHERE id = $1")
-        .bind(sms)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let use_case: String =
+        sqlx::query_scalar("SELECT use_case FROM tidings.messages WHERE id = $1")
+            .bind(sms)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(use_case, "marketing", "the step is the chain's use case");
 }
 
@@ -745,38 +806,92 @@ async fn bad_chains_are_refused_with_22023_naming_the_step_and_field(pool: PgPoo
     let text = sms_text("hi");
     let ok_step = json!({ "channel": "sms", "content": text, "on": ["rejected"] });
     let cases: Vec<(&str, Value, Value, &str)> = vec![
-        ("unknown channel", json!({}),
-         json!([{ "channel": "fax", "content": text, "on": ["rejected"] }]), "fallback[0].channel"),
-        ("same channel as the first", json!({}),
-         json!([{ "channel": "wa", "content": {"text": "x"}, "on": ["rejected"] }]), "fallback[0].channel"),
-        ("same channel twice", json!({}),
-         json!([ok_step, { "channel": "sms", "content": text, "on": ["rejected"] }]), "fallback[1].channel"),
-        ("more than 3 steps", json!({}),
-         json!([ok_step, { "channel": "push", "content": text, "on": ["rejected"] },
+        (
+            "unknown channel",
+            json!({}),
+            json!([{ "channel": "fax", "content": text, "on": ["rejected"] }]),
+            "fallback[0].channel",
+        ),
+        (
+            "same channel as the first",
+            json!({}),
+            json!([{ "channel": "wa", "content": {"text": "x"}, "on": ["rejected"] }]),
+            "fallback[0].channel",
+        ),
+        (
+            "same channel twice",
+            json!({}),
+            json!([ok_step, { "channel": "sms", "content": text, "on": ["rejected"] }]),
+            "fallback[1].channel",
+        ),
+        (
+            "more than 3 steps",
+            json!({}),
+            json!([ok_step, { "channel": "push", "content": text, "on": ["rejected"] },
                 { "channel": "flaky", "content": text, "on": ["rejected"] },
-                { "channel": "other", "content": text, "on": ["rejected"] }]), "fallback[3]"),
-        ("after without undelivered", json!({}),
-         json!([{ "channel": "sms", "content": text, "on": ["rejected"], "after": 60 }]), "fallback[0].after"),
-        ("undelivered without after", json!({}),
-         json!([{ "channel": "sms", "content": text, "on": ["undelivered"] }]), "fallback[0].after"),
-        ("undelivered after a channel without receipts", json!({}),
-         json!([ok_step, { "channel": "push", "content": text, "on": ["undelivered"], "after": 60 }]),
-         "fallback[1].on"),
-        ("an unknown trigger", json!({}),
-         json!([{ "channel": "sms", "content": text, "on": ["bounced"] }]), "fallback[0].on"),
-        ("no trigger", json!({}),
-         json!([{ "channel": "sms", "content": text, "on": [] }]), "fallback[0].on"),
-        ("content invalid for the step's kind", json!({}),
-         json!([{ "channel": "sms", "content": {"text": "not the SMS shape"}, "on": ["rejected"] }]),
-         "fallback[0].content"),
-        ("no recipient and the first has no phone", json!({ "customerThreadId": "t-1" }),
-         json!([{ "channel": "sms", "content": text, "on": ["rejected"] }]), "fallback[0].recipient.phone"),
-        ("a recipient invalid for the step's kind", json!({}),
-         json!([{ "channel": "sms", "recipient": {"phone": "0612"}, "content": text, "on": ["rejected"] }]),
-         "fallback[0].recipient.phone"),
-        ("an unknown key", json!({}),
-         json!([{ "channel": "sms", "content": text, "on": ["rejected"], "delay": 5 }]), "fallback[0].delay"),
-        ("not an array", json!({}), json!({ "channel": "sms" }), "fallback"),
+                { "channel": "other", "content": text, "on": ["rejected"] }]),
+            "fallback[3]",
+        ),
+        (
+            "after without undelivered",
+            json!({}),
+            json!([{ "channel": "sms", "content": text, "on": ["rejected"], "after": 60 }]),
+            "fallback[0].after",
+        ),
+        (
+            "undelivered without after",
+            json!({}),
+            json!([{ "channel": "sms", "content": text, "on": ["undelivered"] }]),
+            "fallback[0].after",
+        ),
+        (
+            "undelivered after a channel without receipts",
+            json!({}),
+            json!([ok_step, { "channel": "push", "content": text, "on": ["undelivered"], "after": 60 }]),
+            "fallback[1].on",
+        ),
+        (
+            "an unknown trigger",
+            json!({}),
+            json!([{ "channel": "sms", "content": text, "on": ["bounced"] }]),
+            "fallback[0].on",
+        ),
+        (
+            "no trigger",
+            json!({}),
+            json!([{ "channel": "sms", "content": text, "on": [] }]),
+            "fallback[0].on",
+        ),
+        (
+            "content invalid for the step's kind",
+            json!({}),
+            json!([{ "channel": "sms", "content": {"text": "not the SMS shape"}, "on": ["rejected"] }]),
+            "fallback[0].content",
+        ),
+        (
+            "no recipient and the first has no phone",
+            json!({ "customerThreadId": "t-1" }),
+            json!([{ "channel": "sms", "content": text, "on": ["rejected"] }]),
+            "fallback[0].recipient.phone",
+        ),
+        (
+            "a recipient invalid for the step's kind",
+            json!({}),
+            json!([{ "channel": "sms", "recipient": {"phone": "0612"}, "content": text, "on": ["rejected"] }]),
+            "fallback[0].recipient.phone",
+        ),
+        (
+            "an unknown key",
+            json!({}),
+            json!([{ "channel": "sms", "content": text, "on": ["rejected"], "delay": 5 }]),
+            "fallback[0].delay",
+        ),
+        (
+            "not an array",
+            json!({}),
+            json!({ "channel": "sms" }),
+            "fallback",
+        ),
     ];
     for (what, recipient, fallback, field) in cases {
         let recipient = if recipient == json!({}) {
@@ -793,7 +908,12 @@ async fn bad_chains_are_refused_with_22023_naming_the_step_and_field(pool: PgPoo
         .await
         .expect_err(what);
         let db = err.as_database_error().expect(what);
-        assert_eq!(db.code().as_deref(), Some("22023"), "{what}: {}", db.message());
+        assert_eq!(
+            db.code().as_deref(),
+            Some("22023"),
+            "{what}: {}",
+            db.message()
+        );
         let rest = db.message().strip_prefix(field);
         assert!(
             rest.is_some_and(|r| r.starts_with(": ") || r.starts_with('.')),
@@ -915,4 +1035,32 @@ mode = "noop"
         );
     }
     stop.cancel();
+}
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn the_operators_cancel_of_the_first_message_cancels_the_chains_waiting_step(pool: PgPool) {
+    let config = Config::parse(&toml("http://127.0.0.1:9", "http://127.0.0.1:9", "")).unwrap();
+    sync(&pool, &config).await;
+    let head = push_then_sms(&pool, 600).await;
+    // Sent (as the completer writes it): the SMS step now waits for a receipt.
+    sqlx::query("UPDATE tidings.messages SET status = 'sent' WHERE id = $1")
+        .bind(head)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let sms = step(&pool, head, 1).await;
+    assert_eq!(status_of(&pool, sms).await, Status::Scheduled);
+    let url = url_of(&pool).await;
+    let run = crate::support::tidings_cli(&url, &["cancel", &head.to_string()]).await;
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(status_of(&pool, sms).await, Status::Canceled);
+    assert_eq!(status_of(&pool, head).await, Status::Sent);
+    assert_eq!(
+        events_of(&pool, sms).await.last().unwrap().1,
+        "operator_cancel"
+    );
 }
