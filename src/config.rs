@@ -446,6 +446,8 @@ impl ChannelConfig {
             "frequency_cap": self.frequency_cap.as_ref().map(|f| serde_json::json!({
                 "max": f.max, "per_seconds": f.per.as_secs(),
             })),
+            // Whether the channel takes delivery receipts: a fallback step may wait for one (`undelivered`).
+            "receipts": self.settings.contains_key("receipt_secret_env"),
         });
         // Read by the callback outbox trigger (migration 0011); absent when the channel asks for none.
         if let Some(url) = &self.callback_url {

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub callback_outbox_pending: IntGauge,
     /// Seconds since the transition of the oldest pending callback, sampled from the database.
     pub callback_outbox_oldest: Gauge,
+    /// Fallback steps created and sent, by trigger and channel pair (counted from the database's log).
+    pub fallback_steps: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -147,6 +149,11 @@ impl Metrics {
                 "Seconds since the transition of the oldest pending status callback, sampled from the database.",
             )
             .expect("metric"),
+            fallback_steps: IntCounterVec::new(
+                Opts::new("tidings_fallback_steps_total", "Fallback steps created (event=created) and handed to their provider (event=sent), by what triggered them (rejected, sending_failed, expired, undelivered) and the channel pair. Counted from the database by whichever worker samples first."),
+                &["event", "trigger", "from", "to"],
+            )
+            .expect("metric"),
             registry,
         };
         let r = &m.registry;
@@ -180,6 +187,8 @@ impl Metrics {
         ] {
             r.register(c).expect("register");
         }
+        r.register(Box::new(m.fallback_steps.clone()))
+            .expect("register");
         // Present from the start at 0, so `increase()` sees the first rescue.
         for task in ["rescue", "sweep", "prune"] {
             m.maintenance_rows.with_label_values(&[task]);

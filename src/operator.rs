@@ -69,7 +69,8 @@ pub async fn act_one(
         by,
     };
     let (_, changed) = store.message_act(&params).await?;
-    if changed == 1 {
+    // More than one: a cancel of the first message of a fallback chain also cancels its waiting steps.
+    if changed >= 1 {
         tracing::info!(%id, ?action, by, "operator action");
         return Ok(Ok(()));
     }

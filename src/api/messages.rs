@@ -77,6 +77,32 @@ pub struct NewMessageBody {
     /// 2048 characters whose host is in `[callbacks] allowed_hosts`.
     #[schema(nullable, max_length = 2048)]
     pub callback_url: Option<String>,
+    /// Up to 3 next steps on other channels, each sent when the previous message of the chain ends as its `on`
+    /// says ("WhatsApp, else SMS"). Each step becomes its own message, linked by `chain_id`.
+    #[schema(nullable, max_items = 3)]
+    pub fallback: Option<Vec<FallbackStepBody>>,
+}
+
+/// One step of a fallback chain.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackStepBody {
+    /// Channel name; not one the chain already uses.
+    pub channel: String,
+    /// Who receives it; defaults to the first message's recipient, which must then have what this channel
+    /// needs (e.g. a `phone` for SMS).
+    #[schema(value_type = Option<Object>, nullable)]
+    pub recipient: Option<Value>,
+    /// What is sent, in this channel's shape.
+    #[schema(value_type = Object)]
+    pub content: Value,
+    /// Outcomes of the previous message that send this step: `rejected`, `sending_failed`, `expired`,
+    /// `undelivered` (no `delivered` receipt within `after` seconds of `sent`; channels with receipts only).
+    #[schema(min_items = 1)]
+    pub on: Vec<String>,
+    /// Seconds to wait for a `delivered` receipt; required with (and only with) `undelivered`.
+    #[schema(nullable, minimum = 1, maximum = 2592000)]
+    pub after: Option<u32>,
 }
 
 /// `POST /v1/messages/batch`: up to 10,000 messages, enqueued all or nothing.
@@ -198,6 +224,10 @@ pub struct MessageDetail {
     pub events: Vec<EventView>,
     /// The status callbacks of this message, in transition order (empty when it asked for none).
     pub callbacks: Vec<CallbackView>,
+    /// The first message's id when the message belongs to a fallback chain.
+    pub chain_id: Option<Uuid>,
+    /// The chain's messages so far, in step order (empty outside a chain).
+    pub chain: Vec<ChainLinkView>,
 }
 
 /// One status callback of a message.
@@ -246,6 +276,21 @@ impl CallbackView {
             next_attempt_at: pending.then_some(c.run_at),
         }
     }
+}
+
+/// One message of a fallback chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainLinkView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its channel.
+    pub channel: String,
+    /// Its status.
+    pub status: String,
+    /// 0 for the first message, then 1 to 3.
+    pub step: i16,
+    /// What created the step (`rejected`, `sending_failed`, `expired`, `undelivered`); null for the first.
+    pub trigger: Option<String>,
 }
 
 /// A page of messages, newest first.
@@ -543,11 +588,23 @@ pub async fn get_one(
             }
         })
         .collect();
+    let chain = state.store.message_chain(id).await?;
     Ok(Json(MessageDetail {
         message: MessageView::new(row, reveal),
         content,
         events,
         callbacks: callbacks.into_iter().map(CallbackView::new).collect(),
+        chain_id: chain.first().map(|c| c.chain_id),
+        chain: chain
+            .into_iter()
+            .map(|c| ChainLinkView {
+                id: c.id,
+                channel: c.channel,
+                status: c.status,
+                step: c.step,
+                trigger: c.trigger,
+            })
+            .collect(),
     }))
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tidings_client::{NewMessage, UseCase};
+use tidings_client::{Fallback, NewMessage, Trigger, UseCase};
 use uuid::Uuid;
 
 use super::local_pg::LocalPostgres;
@@ -246,6 +246,29 @@ fn every_kind() -> Vec<Planned> {
                 .whatsapp_text("Are you still coming tonight?"),
         },
         Planned {
+            label: "whatsapp, closed window, no template: falls back to sms",
+            message: NewMessage::whatsapp("whatsapp", "closed-4004")
+                .whatsapp_text("Your table for 2 is ready")
+                .fallback(
+                    Fallback::to(
+                        NewMessage::sms("sms", "+31612347004").text("Your table for 2 is ready"),
+                    )
+                    .on([Trigger::Rejected, Trigger::SendingFailed]),
+                ),
+        },
+        Planned {
+            label: "bird_sms, no receipt within 2 s: falls back to sms",
+            message: NewMessage::sms("bird", "+31612347005")
+                .text("Your courier is at the door")
+                .fallback(
+                    Fallback::to(
+                        NewMessage::sms("sms", "+31612347005").text("Your courier is at the door"),
+                    )
+                    .on([Trigger::SendingFailed, Trigger::Expired])
+                    .undelivered_after(2),
+                ),
+        },
+        Planned {
             label: "insider_push broadcast to a segment",
             message: NewMessage::push("push", ["demo-app-ios", "demo-app-android"])
                 .segment(segment)
@@ -377,6 +400,21 @@ pub async fn run(serve: bool) -> Result<()> {
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The fallback steps the chains created are messages of their own: shown with the others.
+    for id in labels.keys().copied().collect::<Vec<_>>() {
+        for link in store.message_chain(id).await? {
+            if link.step > 0 {
+                let label = match link.trigger.as_deref() {
+                    Some("undelivered") => {
+                        "fallback step: sms, as no delivered receipt came within 2 s"
+                    }
+                    Some("rejected") => "fallback step: sms, as the whatsapp message was rejected",
+                    _ => "fallback step",
+                };
+                labels.insert(link.id, label);
+            }
+        }
     }
     // The provider's side of receipts, answered by the running worker's listener.
     let client = crate::provider::http::client()?;

@@ -204,6 +204,15 @@ impl Maintenance {
                 m.oldest_due.with_label_values(&[ch]).set(age);
             }
         }
+        // Fallback steps logged since the last sample, by any worker's transaction: taken (deleted) here, so
+        // each is counted once across the fleet.
+        if let Ok(rows) = self.store.fallback_log_take().await {
+            for r in rows {
+                m.fallback_steps
+                    .with_label_values(&[&r.event, &r.trigger, &r.from_channel, &r.to_channel])
+                    .inc_by(u64::try_from(r.count).unwrap_or(0));
+            }
+        }
         if let Ok(paused) = self.store.channel_paused().await {
             for ch in &self.channels {
                 let is = paused.iter().any(|p| &p.channel == ch);

@@ -24,7 +24,7 @@ mod ui_read;
 pub use act::{MessageActParams, MessageAction};
 pub use callbacks::{CallbackResult, CallbackRow, MessageCallback};
 pub use read::{
-    ChannelRow, EnqueueApiOutcome, EnqueueApiParams, LIST_SCAN_BUDGET, MessageListPage,
+    ChainRow, ChannelRow, EnqueueApiOutcome, EnqueueApiParams, LIST_SCAN_BUDGET, MessageListPage,
     MessageListParams, MessageRow,
 };
 pub(crate) use receipt::ReceiptParams;
@@ -76,6 +76,21 @@ pub struct StatusCount {
     pub status: String,
     /// Messages.
     pub count: i64,
+}
+
+/// Fallback steps created or sent since the last sample, for one trigger and channel pair.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FallbackCount {
+    /// `created` or `sent`.
+    pub(crate) event: String,
+    /// `rejected`, `sending_failed`, `expired` or `undelivered`.
+    pub(crate) trigger: String,
+    /// The channel of the message whose outcome triggered the step.
+    pub(crate) from_channel: String,
+    /// The step's channel.
+    pub(crate) to_channel: String,
+    /// Steps.
+    pub(crate) count: i64,
 }
 
 /// A paused channel.
@@ -368,6 +383,15 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Takes the fallback steps created and sent since the last call (by any process), counted by kind.
+    pub async fn fallback_log_take(&self) -> Result<Vec<FallbackCount>> {
+        Ok(
+            sqlx::query_as(include_str!("queries/fallback_log_take.sql"))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Live messages by channel and status.

@@ -66,6 +66,23 @@ pub struct MessageListParams<'a> {
     pub limit: i64,
 }
 
+/// One message of a fallback chain.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChainRow {
+    /// The chain's id (its first message's).
+    pub chain_id: Uuid,
+    /// The message's id.
+    pub id: Uuid,
+    /// Its channel.
+    pub channel: String,
+    /// Its status name.
+    pub status: String,
+    /// 0 for the first message, then 1 to 3.
+    pub step: i16,
+    /// What created the step; None for the first.
+    pub trigger: Option<String>,
+}
+
 /// A message as the API lists it (content only in [`Store::message_read`]).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MessageRow {
@@ -277,6 +294,14 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let content: Value = row.try_get("content")?;
         Ok(Some((sqlx::FromRow::from_row(&row)?, content)))
+    }
+
+    /// The fallback chain message `id` belongs to, in step order; empty outside a chain.
+    pub async fn message_chain(&self, id: Uuid) -> Result<Vec<ChainRow>> {
+        Ok(sqlx::query_as(include_str!("queries/message_chain.sql"))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Every configured channel with its pause and rate limit.

@@ -9,6 +9,7 @@ mod bad_input;
 mod bench_cli;
 mod callbacks;
 mod enqueue_sql;
+mod fallback;
 mod faults;
 mod operator_cli;
 mod ops;

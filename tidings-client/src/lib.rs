@@ -22,8 +22,8 @@
 mod message;
 mod types;
 
-pub use message::{NewMessage, UseCase};
-pub use types::{Event, MessageStatus, Status};
+pub use message::{Fallback, NewMessage, Trigger, UseCase};
+pub use types::{ChainLink, Event, MessageStatus, Status};
 
 use sqlx::PgExecutor;
 use uuid::Uuid;

@@ -49,6 +49,76 @@ pub struct NewMessage {
     reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     callback_url: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    fallback: Vec<Fallback>,
+}
+
+/// An outcome of a message that sends the next step of its fallback chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Refused by policy (closed window without a template, opt-out, frequency cap, …).
+    Rejected,
+    /// A permanent provider error, or every attempt spent.
+    SendingFailed,
+    /// Could not be sent in time (a deferral or retry would have landed after its validity).
+    Expired,
+    /// Sent, but no `delivered` receipt within [`Fallback::undelivered_after`] (channels with receipts only).
+    Undelivered,
+}
+
+/// One step of a fallback chain: a message on another channel, sent when the previous message of the chain ends
+/// with one of the step's [`Trigger`]s. It shares the first message's validity, use case, priority and tags.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fallback {
+    channel: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient: Option<Value>,
+    content: Value,
+    on: Vec<Trigger>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<u32>,
+}
+
+impl Fallback {
+    /// A step sending `message`'s channel, recipient and content (its other settings are the chain's). Build it
+    /// like any message: `Fallback::to(NewMessage::sms("sms", "+31612345678").text("…")).on([Trigger::Rejected])`.
+    pub fn to(message: NewMessage) -> Self {
+        let recipient = match &message.recipient {
+            Value::Object(o) if o.is_empty() => None,
+            r => Some(r.clone()),
+        };
+        Fallback {
+            channel: message.channel,
+            recipient,
+            content: message.content,
+            on: Vec::new(),
+            after: None,
+        }
+    }
+
+    /// Sends the step to the first message's recipient (which must have what the step's channel needs, e.g. a
+    /// `phone` for SMS) instead of its own.
+    pub fn first_recipient(mut self) -> Self {
+        self.recipient = None;
+        self
+    }
+
+    /// The outcomes of the previous message that send this step (added to any given before).
+    pub fn on<I: IntoIterator<Item = Trigger>>(mut self, triggers: I) -> Self {
+        for t in triggers {
+            if !self.on.contains(&t) {
+                self.on.push(t);
+            }
+        }
+        self
+    }
+
+    /// Also sends this step when the previous message got no `delivered` receipt within `seconds` of being sent.
+    pub fn undelivered_after(mut self, seconds: u32) -> Self {
+        self.after = Some(seconds);
+        self.on([Trigger::Undelivered])
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -82,6 +152,7 @@ impl NewMessage {
             tags: Vec::new(),
             reference: None,
             callback_url: None,
+            fallback: Vec::new(),
         }
     }
 
@@ -312,6 +383,13 @@ impl NewMessage {
         self
     }
 
+    /// Appends a step to this message's fallback chain (at most 3): tried when the previous message of the chain
+    /// ends as the step says. Each step is its own message, linked to this one by `chain_id`.
+    pub fn fallback(mut self, step: Fallback) -> Self {
+        self.fallback.push(step);
+        self
+    }
+
     /// Enqueues this message (inside the executor's transaction, if it is one) and returns its id.
     pub async fn enqueue<'e>(&self, executor: impl PgExecutor<'e>) -> Result<Uuid, Error> {
         let ids = crate::enqueue_many(executor, std::slice::from_ref(self)).await?;
@@ -379,5 +457,27 @@ mod tests {
             .to_json();
         assert_eq!(m["content"], json!({"text": "hello", "contentSid": "HX1"}));
         assert_eq!(m["use_case"], json!("conversational"));
+    }
+
+    #[test]
+    fn a_fallback_chain_serializes_to_the_sql_shape() {
+        let m = NewMessage::whatsapp("wa", "42")
+            .whatsapp_text("hello")
+            .fallback(
+                Fallback::to(NewMessage::sms("sms", "+31612345678").text("hello"))
+                    .on([Trigger::Rejected])
+                    .undelivered_after(600),
+            )
+            .to_json();
+        assert_eq!(
+            m["fallback"],
+            json!([{
+                "channel": "sms", "recipient": {"phone": "+31612345678"},
+                "content": {"body": {"type": "text", "text": {"text": "hello"}}},
+                "on": ["rejected", "undelivered"], "after": 600
+            }])
+        );
+        let plain = NewMessage::sms("sms", "+31612345678").text("x").to_json();
+        assert!(plain.get("fallback").is_none());
     }
 }

@@ -105,6 +105,26 @@ pub struct MessageStatus {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// The id of the first message of its fallback chain (itself for the first); `None` outside a chain.
+    pub chain_id: Option<Uuid>,
+    /// Every message of its fallback chain so far, in step order; `None` outside a chain.
+    #[sqlx(json(nullable))]
+    pub chain: Option<Vec<ChainLink>>,
+}
+
+/// One message of a fallback chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainLink {
+    /// The message's id.
+    pub id: Uuid,
+    /// Its channel.
+    pub channel: String,
+    /// Its current status.
+    pub status: Status,
+    /// 0 for the first message, then 1, 2, 3.
+    pub step: i16,
+    /// What created the step (`rejected`, `sending_failed`, `expired`, `undelivered`); `None` for the first.
+    pub trigger: Option<String>,
 }
 
 /// One status change of a message.
@@ -122,4 +142,8 @@ pub struct Event {
     pub started_at: Option<DateTime<Utc>>,
     /// Extra facts: HTTP status, provider error, deferral target, …
     pub detail: Option<serde_json::Value>,
+    /// The message it happened to (for a fallback chain, the history covers every message of the chain).
+    pub message: Uuid,
+    /// That message's channel.
+    pub channel: Option<String>,
 }

@@ -7,11 +7,12 @@
 -- The matching rows are locked (FOR UPDATE: a worker's claim, with SKIP LOCKED, passes them by; a row a claim took
 -- first no longer matches when re-checked) and counted; only when it is not a dry run and the count is the
 -- expected one are they changed, each with its event in this statement. Returns (matched, changed).
+-- By id ($1): the first message of a fallback chain brings the chain's waiting steps along (chain_id = $1).
 WITH target AS (
     SELECT m.id
       FROM tidings.messages m
      WHERE m.status IN ('accepted', 'scheduled')
-   AND ($1::uuid IS NULL OR m.id = $1)
+   AND ($1::uuid IS NULL OR m.id = $1 OR m.chain_id = $1)
    AND ($2::uuid IS NULL OR m.id >= $2)
    AND ($3::uuid IS NULL OR m.id < $3)
    AND ($4::text[] IS NULL OR m.status::text = ANY ($4))

@@ -603,6 +603,16 @@ function human(e, message) {
         : "expired: its validity ended";
     case "opted_out":
       return "rejected: the recipient opted out";
+    case "fallback_rejected":
+    case "fallback_sending_failed":
+    case "fallback_expired":
+      return `fallback step ${d.step}: created because the ${d.previous_channel} message ${e.reason.slice(9).replace("_", " ")}`;
+    case "fallback_awaiting_receipt":
+      return `fallback step ${d.step}: sent unless the ${d.previous_channel} message is delivered by ${at(d.receipt_wait_until)}`;
+    case "fallback_not_needed":
+      return "canceled: the previous message of the chain was delivered";
+    case "fallback_delivery_failed":
+      return "released: the previous message of the chain was not delivered";
     case "released":
       return "released by a worker shutting down (no attempt spent)";
     case "operator_cancel":
@@ -660,7 +670,11 @@ async function messagePage(gen, id) {
     h("div", { class: "grid" },
       h("section", { class: "panel", "aria-labelledby": "h-facts" }, h("h2", { id: "h-facts" }, "Facts"),
         h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
-        h("details", {}, h("summary", {}, "Content"), json(detail.content))),
+        h("details", {}, h("summary", {}, "Content"), json(detail.content)),
+        detail.chain.length ? [h("h2", { id: "h-chain" }, "Fallback chain"),
+          h("ol", { class: "chain", id: "chain", start: 0 }, detail.chain.map((c) => h("li", {},
+            c.id === m.id ? h("strong", {}, c.channel) : link(`/messages/${c.id}`, c.channel), " ", badge(c.status),
+            c.trigger ? h("span", { class: "muted" }, ` after ${c.trigger.replace("_", " ")}`) : null)))] : null),
       h("section", { class: "panel", "aria-labelledby": "h-timeline" }, h("h2", { id: "h-timeline" }, "Timeline"),
         h("ol", { class: "timeline", id: "timeline" }, detail.events.map((e) => h("li", { class: eventClass(e),
           "data-reason": e.reason },
