@@ -381,8 +381,14 @@ pub async fn enqueue_one(
             None,
         ));
     }
-    let json = format!("[{}]", raw.get());
-    let answer = enqueue(&state, &caller, key, "/v1/messages", &body, &json).await?;
+    let answer = match key {
+        // Without a key, with whatever other single messages arrive meanwhile (one commit for all).
+        None => answer(state.batcher.enqueue(raw.get().to_owned()).await?)?,
+        Some(_) => {
+            let json = format!("[{}]", raw.get());
+            enqueue(&state, &caller, key, "/v1/messages", &body, &json).await?
+        }
+    };
     Ok(match answer {
         (replayed, ids, None) => respond(replayed, Enqueued { id: ids[0] }),
         (_, _, Some((field, rule, _))) => return Err(ApiError::invalid(field, rule, None)),
@@ -495,7 +501,12 @@ async fn enqueue(
         messages_json: json,
         idempotency: key.zip(hash).map(|(k, h)| (caller.name.as_str(), k, h)),
     };
-    match state.store.message_enqueue_api(&params).await? {
+    answer(state.store.message_enqueue_api(&params).await?)
+}
+
+/// What an enqueue came to, as the handlers answer it.
+fn answer(outcome: EnqueueApiOutcome) -> Result<Answer, ApiError> {
+    match outcome {
         EnqueueApiOutcome::Inserted(ids) => Ok((false, ids, None)),
         EnqueueApiOutcome::Replayed(ids) => Ok((true, ids, None)),
         EnqueueApiOutcome::KeyReused => Err(ApiError::conflict(

@@ -31,6 +31,7 @@ use crate::provider::credentials::Env;
 use crate::store::Store;
 
 pub mod auth;
+pub mod batcher;
 pub mod channels;
 pub mod messages;
 pub mod openapi;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub tokens: Tokens,
     /// The dashboard's sessions.
     pub sessions: crate::api::ui::session::Sessions,
+    /// Group commit of single-message enqueues.
+    pub batcher: batcher::EnqueueBatcher,
 }
 
 /// The error answer: `{"error": {"code", "field", "rule", "index"}}`.
@@ -240,6 +243,7 @@ pub async fn start(
             store: store.clone(),
             tokens,
             sessions: Default::default(),
+            batcher: batcher::EnqueueBatcher::start(store.clone()),
         },
         config.api.max_body,
     );

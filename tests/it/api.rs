@@ -537,6 +537,52 @@ async fn one_message_shows_its_timeline_with_the_recipient_masked(pool: PgPool) 
     );
 }
 
+/// Single-message enqueues sent at once share commits (api::batcher), and each still gets its own answer: the
+/// good ones their own ids, the bad ones their own 422 naming the field (no batch index), none failing another.
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn concurrent_single_enqueues_each_get_their_own_answer(pool: PgPool) {
+    let api = Api::start(&pool).await;
+    let answers = futures::future::join_all((0..80).map(|i| {
+        let api = &api;
+        async move {
+            let phone = if i % 8 == 3 {
+                "not a phone".to_owned()
+            } else {
+                format!("+316{i:08}")
+            };
+            let (status, body) = api.post("/v1/messages", PRODUCE, &sms(&phone, "hi")).await;
+            (i, status, body)
+        }
+    }))
+    .await;
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, status, body) in &answers {
+        if i % 8 == 3 {
+            assert_eq!(status, &StatusCode::UNPROCESSABLE_ENTITY, "{i}: {body}");
+            assert_eq!(body["error"]["field"], "recipient.phone", "{i}: {body}");
+            assert_eq!(body["error"]["index"], Value::Null, "{i}: {body}");
+        } else {
+            assert_eq!(status, &StatusCode::CREATED, "{i}: {body}");
+            let id = body["id"].as_str().unwrap().to_owned();
+            let phone: String = sqlx::query_scalar(
+                "SELECT recipient ->> 'phone' FROM tidings.messages WHERE id = $1::text::uuid",
+            )
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(
+                phone,
+                format!("+316{i:08}"),
+                "each answer is its own message's id"
+            );
+            ids.insert(id);
+        }
+    }
+    assert_eq!(ids.len(), 70);
+    assert_eq!(count(&pool).await, 70);
+}
+
 /// A filter without an index walks a bounded slice of the history per page: five old webhook messages under
 /// 20,005 newer SMS are found on the second page, each once, after a first page that searched and found none.
 #[sqlx::test(migrator = "tidings::store::MIGRATOR")]
