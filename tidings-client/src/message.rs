@@ -47,6 +47,10 @@ pub struct NewMessage {
     tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracestate: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -79,6 +83,8 @@ impl NewMessage {
             priority: 0,
             tags: Vec::new(),
             reference: None,
+            traceparent: None,
+            tracestate: None,
         }
     }
 
@@ -302,6 +308,20 @@ impl NewMessage {
         self
     }
 
+    /// The producer's W3C trace context (`00-<trace id>-<parent id>-<flags>`, as in the `traceparent` header of
+    /// the request being served): the worker's span of each attempt links to it. Checked at enqueue.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// The W3C `tracestate` that goes with [`traceparent`](Self::traceparent) (vendor entries, at most 512
+    /// characters).
+    pub fn tracestate(mut self, tracestate: impl Into<String>) -> Self {
+        self.tracestate = Some(tracestate.into());
+        self
+    }
+
     /// Enqueues this message (inside the executor's transaction, if it is one) and returns its id.
     pub async fn enqueue<'e>(&self, executor: impl PgExecutor<'e>) -> Result<Uuid, Error> {
         let ids = crate::enqueue_many(executor, std::slice::from_ref(self)).await?;
@@ -356,5 +376,19 @@ mod tests {
             .to_json();
         assert_eq!(m["content"], json!({"text": "hello", "contentSid": "HX1"}));
         assert_eq!(m["use_case"], json!("conversational"));
+    }
+
+    #[test]
+    fn trace_context_is_sent_only_when_given() {
+        let plain = NewMessage::sms("sms", "+31612345678").text("hi").to_json();
+        assert!(plain.get("traceparent").is_none() && plain.get("tracestate").is_none());
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let m = NewMessage::sms("sms", "+31612345678")
+            .text("hi")
+            .traceparent(tp)
+            .tracestate("congo=t61rcWkgMzE")
+            .to_json();
+        assert_eq!(m["traceparent"], json!(tp));
+        assert_eq!(m["tracestate"], json!("congo=t61rcWkgMzE"));
     }
 }
