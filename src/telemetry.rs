@@ -15,7 +15,7 @@
 //! What a span never carries: the recipient, the content, a provider's answer body, a credential. The
 //! attributes are ids, names, numbers and the reason words of the event rows.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
@@ -23,7 +23,9 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -106,7 +108,9 @@ impl TelemetryConfig {
                 if protocol.trim() != "http/protobuf" {
                     return Err(bad(
                         name,
-                        &format!("must be http/protobuf (the one OTLP transport of this build), not {protocol:?}"),
+                        &format!(
+                            "must be http/protobuf (the one OTLP transport of this build), not {protocol:?}"
+                        ),
                     ));
                 }
                 break; // the signal's own setting wins over the general one
@@ -258,10 +262,7 @@ impl Telemetry {
                 .as_deref()
                 .and_then(|tp| remote_context(tp, message.tracestate.as_deref()))
             {
-                span.add_link(
-                    producer,
-                    vec![KeyValue::new("tidings.link", "producer")],
-                );
+                span.add_link(producer, vec![KeyValue::new("tidings.link", "producer")]);
             }
             if let Some(claim) = claim {
                 span.add_link(claim.clone(), vec![KeyValue::new("tidings.link", "claim")]);
@@ -270,40 +271,61 @@ impl Telemetry {
         Context::new().with_span(span)
     }
 
-    /// The span of one claim statement, started now; [`claimed`] records what it took and ends it.
-    pub(crate) fn claim(&self, limit: usize, channels: &[String]) -> Context {
+    /// The span of one claim statement that took `result` messages (or failed), from `started` to now; its
+    /// context when the sampler kept it (the attempts link to it). A claim that found nothing makes no span:
+    /// an idle worker polls every second and that is no news.
+    pub(crate) fn claim(
+        &self,
+        started: SystemTime,
+        limit: usize,
+        channels: &[String],
+        result: std::result::Result<usize, &Error>,
+    ) -> Option<SpanContext> {
+        if matches!(result, Ok(0)) {
+            return None;
+        }
         let mut span = self
             .tracer
             .span_builder("tidings.claim")
             .with_kind(SpanKind::Client)
+            .with_start_time(started)
             .start_with_context(&self.tracer, &Context::new());
-        if span.is_recording() {
-            span.set_attributes([
-                KeyValue::new("messaging.system", SCOPE),
-                KeyValue::new("messaging.operation.type", "receive"),
-                KeyValue::new("messaging.operation.name", "claim"),
-                KeyValue::new("tidings.claim.limit", limit as i64),
-                KeyValue::new(
-                    "tidings.claim.channels",
-                    opentelemetry::Value::Array(
-                        channels
-                            .iter()
-                            .map(|c| opentelemetry::StringValue::from(c.clone()))
-                            .collect::<Vec<_>>()
-                            .into(),
-                    ),
-                ),
-            ]);
+        if !span.is_recording() {
+            return None;
         }
-        Context::new().with_span(span)
+        span.set_attributes([
+            KeyValue::new("messaging.system", SCOPE),
+            KeyValue::new("messaging.operation.type", "receive"),
+            KeyValue::new("messaging.operation.name", "claim"),
+            KeyValue::new("tidings.claim.limit", limit as i64),
+            KeyValue::new(
+                "tidings.claim.channels",
+                opentelemetry::Value::Array(
+                    channels
+                        .iter()
+                        .map(|c| opentelemetry::StringValue::from(c.clone()))
+                        .collect::<Vec<_>>()
+                        .into(),
+                ),
+            ),
+        ]);
+        match result {
+            Ok(n) => span.set_attribute(KeyValue::new("messaging.batch.message_count", n as i64)),
+            Err(e) => span.set_status(Status::error(e.to_string())),
+        }
+        let cx = span.span_context().clone();
+        span.end();
+        Some(cx)
     }
 
-    /// The span of one completion statement (a batch of outcomes), started now; [`completed`] ends it.
-    pub(crate) fn complete(&self, batch: usize) -> Context {
+    /// The span of one completion statement, from `started` to now: `batch` outcomes, `written` of them
+    /// applied (the rest found their lease lost), after `tries` tries.
+    pub(crate) fn complete(&self, started: SystemTime, batch: usize, written: usize, tries: u32) {
         let mut span = self
             .tracer
             .span_builder("tidings.complete")
             .with_kind(SpanKind::Client)
+            .with_start_time(started)
             .start_with_context(&self.tracer, &Context::new());
         if span.is_recording() {
             span.set_attributes([
@@ -311,32 +333,13 @@ impl Telemetry {
                 KeyValue::new("messaging.operation.type", "settle"),
                 KeyValue::new("messaging.operation.name", "complete"),
                 KeyValue::new("messaging.batch.message_count", batch as i64),
+                KeyValue::new("tidings.complete.written", written as i64),
+                KeyValue::new("tidings.complete.lost", (batch - written) as i64),
+                KeyValue::new("tidings.complete.tries", i64::from(tries)),
             ]);
         }
-        Context::new().with_span(span)
+        span.end();
     }
-}
-
-/// Ends a claim span with the number of messages the claim took (or the error).
-pub(crate) fn claimed(cx: &Context, result: std::result::Result<usize, &Error>) {
-    let span = cx.span();
-    match result {
-        Ok(n) => span.set_attribute(KeyValue::new("messaging.batch.message_count", n as i64)),
-        Err(e) => span.set_status(Status::error(e.to_string())),
-    }
-    span.end();
-}
-
-/// Ends a completion span: how many outcomes were written and how many found their lease lost, how many
-/// tries the statement took.
-pub(crate) fn completed(cx: &Context, written: usize, lost: usize, tries: u32) {
-    let span = cx.span();
-    if span.is_recording() {
-        span.set_attribute(KeyValue::new("tidings.complete.written", written as i64));
-        span.set_attribute(KeyValue::new("tidings.complete.lost", lost as i64));
-        span.set_attribute(KeyValue::new("tidings.complete.tries", i64::from(tries)));
-    }
-    span.end();
 }
 
 /// Ends an attempt span with its outcome: the new status, the event's reason word, the provider's HTTP status
@@ -460,7 +463,10 @@ mod tests {
             ("OTEL_SDK_DISABLED", "true"),
             ("OTEL_TRACES_EXPORTER", "none"),
         ] {
-            let set = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"), off];
+            let set = [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+                off,
+            ];
             assert_eq!(TelemetryConfig::from_vars(vars(&set)).unwrap(), None);
         }
     }
@@ -468,7 +474,10 @@ mod tests {
     #[test]
     fn settings_from_the_standard_variables() {
         let c = TelemetryConfig::from_vars(vars(&[
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://jaeger:4318/v1/traces"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://jaeger:4318/v1/traces",
+            ),
             ("OTEL_SERVICE_NAME", "tidings-worker"),
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
@@ -478,9 +487,10 @@ mod tests {
         assert_eq!(c.service_name, "tidings-worker");
         assert_eq!(c.sampler, SamplerConfig::Ratio(0.01));
         assert_eq!(c.schedule_delay, Duration::from_secs(5));
-        let c = TelemetryConfig::from_vars(vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:4318")]))
-            .unwrap()
-            .unwrap();
+        let c =
+            TelemetryConfig::from_vars(vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:4318")]))
+                .unwrap()
+                .unwrap();
         assert_eq!(c.sampler, SamplerConfig::AlwaysOn);
         assert_eq!(c.service_name, "tidings");
     }
@@ -490,9 +500,15 @@ mod tests {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:4318");
         for (set, name) in [
             (("OTEL_TRACES_SAMPLER", "sometimes"), "OTEL_TRACES_SAMPLER:"),
-            (("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), "OTEL_EXPORTER_OTLP_PROTOCOL:"),
+            (
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                "OTEL_EXPORTER_OTLP_PROTOCOL:",
+            ),
             (("OTEL_TRACES_EXPORTER", "zipkin"), "OTEL_TRACES_EXPORTER:"),
-            (("OTEL_BSP_SCHEDULE_DELAY", "5s"), "OTEL_BSP_SCHEDULE_DELAY:"),
+            (
+                ("OTEL_BSP_SCHEDULE_DELAY", "5s"),
+                "OTEL_BSP_SCHEDULE_DELAY:",
+            ),
         ] {
             let e = TelemetryConfig::from_vars(vars(&[endpoint, set])).unwrap_err();
             assert!(e.to_string().contains(name), "{e}");
@@ -503,7 +519,11 @@ mod tests {
             ("OTEL_TRACES_SAMPLER_ARG", "2"),
         ]))
         .unwrap_err();
-        assert!(e.to_string().contains("OTEL_TRACES_SAMPLER_ARG: must be a number from 0 to 1"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("OTEL_TRACES_SAMPLER_ARG: must be a number from 0 to 1"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -513,7 +533,10 @@ mod tests {
             Some("congo=t61rcWkgMzE"),
         )
         .unwrap();
-        assert_eq!(cx.trace_id().to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(
+            cx.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
         assert_eq!(cx.span_id().to_string(), "b7ad6b7169203331");
         assert!(cx.is_sampled() && cx.is_remote());
         assert_eq!(cx.trace_state().get("congo"), Some("t61rcWkgMzE"));
@@ -524,7 +547,13 @@ mod tests {
         )
         .unwrap();
         assert!(!cx.is_sampled());
-        assert!(remote_context("00-00000000000000000000000000000000-b7ad6b7169203331-01", None).is_none());
+        assert!(
+            remote_context(
+                "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+                None
+            )
+            .is_none()
+        );
         assert!(remote_context("garbage", None).is_none());
     }
 }

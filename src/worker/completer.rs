@@ -72,8 +72,8 @@ impl Completer {
                 let batch = std::mem::replace(&mut buf, rest);
                 let store = self.store.clone();
                 let metrics = self.metrics.clone();
-                let trace = self.telemetry.as_ref().map(|t| t.complete(batch.len()));
-                flushes.spawn(async move { flush(&store, &metrics, batch, trace).await });
+                let telemetry = self.telemetry.clone();
+                flushes.spawn(async move { flush(&store, &metrics, batch, telemetry).await });
             }
         }
     }
@@ -83,8 +83,9 @@ async fn flush(
     store: &Store,
     metrics: &Metrics,
     batch: Vec<Completion>,
-    trace: Option<opentelemetry::Context>,
+    telemetry: Option<Telemetry>,
 ) {
+    let started = std::time::SystemTime::now();
     let mut delay = Duration::from_millis(50);
     let mut tries = 0u32;
     let applied = loop {
@@ -99,8 +100,8 @@ async fn flush(
         }
     };
     let lost = batch.len() - applied.len();
-    if let Some(cx) = &trace {
-        crate::telemetry::completed(cx, applied.len(), lost, tries);
+    if let Some(t) = &telemetry {
+        t.complete(started, batch.len(), applied.len(), tries);
     }
     if lost == 0 {
         count(metrics, batch.iter());

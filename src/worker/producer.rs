@@ -185,20 +185,14 @@ impl Producer {
             lease: self.lease,
             channels,
         };
-        let trace = self
+        let started = std::time::SystemTime::now();
+        let claimed = self.store.message_claim(&params).await;
+        // The claim's span (when traces are on and it was kept), for each attempt's link.
+        let claim_span = self
             .executor
             .telemetry
             .as_ref()
-            .map(|t| t.claim(want, channels));
-        let claimed = self.store.message_claim(&params).await;
-        // The claim's span context, for each attempt's link (only when the claim span was kept).
-        let mut claim_span = None;
-        if let Some(cx) = &trace {
-            crate::telemetry::claimed(cx, claimed.as_ref().map(Vec::len));
-            use opentelemetry::trace::TraceContextExt as _;
-            let sc = cx.span().span_context().clone();
-            claim_span = sc.is_sampled().then_some(sc);
-        }
+            .and_then(|t| t.claim(started, want, channels, claimed.as_ref().map(Vec::len)));
         let claimed = claimed?;
         let got = claimed.len();
         let metrics = &self.executor.metrics;

@@ -18,5 +18,6 @@ mod receipts;
 mod security;
 mod sql_api;
 mod support;
+mod tracing;
 mod ui;
 mod worker_e2e;
