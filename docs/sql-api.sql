@@ -5,6 +5,20 @@
 
 CREATE TYPE tidings.message_status AS ENUM ('accepted', 'scheduled', 'processing', 'sent', 'delivered', 'delivery_failed', 'sending_failed', 'rejected', 'expired', 'canceled');
 
+-- tidings.callback_host_allowed(text): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.callback_host_allowed(host text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT EXISTS (
+        SELECT 1 FROM tidings.callback_hosts h
+         WHERE h.pattern = host
+            OR h.pattern = split_part(host, ':', 1)
+            OR (h.pattern LIKE '*.%' AND split_part(host, ':', 1) LIKE '%' || substr(h.pattern, 2)))
+$function$
+;
+
 -- tidings.cancel(uuid): EXECUTE by tidings_producer
 CREATE OR REPLACE FUNCTION tidings.cancel(message_id uuid)
  RETURNS boolean
@@ -173,6 +187,46 @@ AS $function$
 $function$
 ;
 
+-- tidings.check_extras(jsonb,text,timestamp with time zone): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_extras(msg jsonb, kind text, now timestamp with time zone)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+        WHEN coalesce(msg -> 'callback_url', 'null') <> 'null'
+             AND (jsonb_typeof(msg -> 'callback_url') <> 'string' OR length(msg ->> 'callback_url') > 2048
+                  OR tidings.url_host(msg ->> 'callback_url') IS NULL)
+            THEN 'callback_url: must be an http or https URL of at most 2048 characters'
+        WHEN coalesce(msg -> 'callback_url', 'null') <> 'null'
+             AND NOT tidings.callback_host_allowed(tidings.url_host(msg ->> 'callback_url'))
+            THEN format('callback_url: host %L is not in [callbacks] allowed_hosts',
+                        left(tidings.url_host(msg ->> 'callback_url'), 100))
+        WHEN coalesce(msg -> 'traceparent', 'null') <> 'null'
+             AND (jsonb_typeof(msg -> 'traceparent') <> 'string' OR NOT tidings.is_traceparent(msg ->> 'traceparent'))
+            THEN 'traceparent: must be a W3C traceparent (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>)'
+        WHEN coalesce(msg -> 'tracestate', 'null') <> 'null'
+             AND (jsonb_typeof(msg -> 'tracestate') <> 'string' OR length(msg ->> 'tracestate') > 512
+                  OR (msg ->> 'tracestate') !~ '^[\x20-\x7e]*$')
+            THEN 'tracestate: must be a W3C tracestate of at most 512 printable ASCII characters'
+        WHEN coalesce(msg -> 'tracestate', 'null') <> 'null' AND coalesce(msg -> 'traceparent', 'null') = 'null'
+            THEN 'tracestate: only allowed with a traceparent'
+        ELSE tidings.check_fallback(msg, kind, now)
+    END
+$function$
+;
+
+-- tidings.check_fallback(jsonb,text,timestamp with time zone): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.check_fallback(msg jsonb, kind text, now timestamp with time zone)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE WHEN coalesce(msg -> 'fallback', 'null') <> 'null'
+                THEN 'fallback: fallback chains are not supported by this version' END
+$function$
+;
+
 -- tidings.check_message(jsonb,text,timestamp with time zone): EXECUTE by the owner only
 CREATE OR REPLACE FUNCTION tidings.check_message(msg jsonb, kind text, now timestamp with time zone)
  RETURNS text
@@ -191,9 +245,9 @@ CREATE OR REPLACE FUNCTION tidings.check_parts(msg jsonb, recipient jsonb, conte
 AS $function$
     SELECT CASE
         WHEN jsonb_typeof(msg) IS DISTINCT FROM 'object' THEN 'message: must be a JSON object'
-        WHEN msg - '{channel,recipient,content,scheduled_for,validity,use_case,ignore_quiet_hours,cap_frequency,priority,tags,reference}'::text[]
+        WHEN msg - '{channel,recipient,content,scheduled_for,validity,use_case,ignore_quiet_hours,cap_frequency,priority,tags,reference,callback_url,fallback,traceparent,tracestate}'::text[]
              <> '{}'::jsonb
-            THEN tidings.unknown_field(msg, '{channel,recipient,content,scheduled_for,validity,use_case,ignore_quiet_hours,cap_frequency,priority,tags,reference}')
+            THEN tidings.unknown_field(msg, '{channel,recipient,content,scheduled_for,validity,use_case,ignore_quiet_hours,cap_frequency,priority,tags,reference,callback_url,fallback,traceparent,tracestate}')
                  || ': unknown field'
         WHEN NOT tidings.is_text(msg -> 'channel', 63) THEN 'channel: must be a channel name'
         WHEN kind IS NULL THEN format('channel: unknown channel %L', left(msg ->> 'channel', 63))
@@ -221,7 +275,9 @@ AS $function$
                  THEN 'recipient.timezone: must be an IANA time zone name' END,
             tidings.check_shape(kind, recipient, content),
             CASE WHEN msg ?| '{scheduled_for,validity,priority,ignore_quiet_hours,cap_frequency,tags,reference}'::text[]
-                 THEN tidings.check_common(msg, now) END)
+                 THEN tidings.check_common(msg, now) END,
+            CASE WHEN msg ?| '{callback_url,fallback,traceparent,tracestate}'::text[]
+                 THEN tidings.check_extras(msg, kind, now) END)
     END
 $function$
 ;
@@ -327,8 +383,8 @@ AS $function$
 $function$
 ;
 
--- tidings.enqueue(text,jsonb,jsonb,timestamp with time zone,integer,text,boolean,boolean,integer,text[],text): EXECUTE by tidings_producer
-CREATE OR REPLACE FUNCTION tidings.enqueue(channel text, recipient jsonb, content jsonb, scheduled_for timestamp with time zone DEFAULT NULL::timestamp with time zone, validity integer DEFAULT NULL::integer, use_case text DEFAULT 'transactional'::text, ignore_quiet_hours boolean DEFAULT false, cap_frequency boolean DEFAULT false, priority integer DEFAULT 0, tags text[] DEFAULT '{}'::text[], reference text DEFAULT NULL::text)
+-- tidings.enqueue(text,jsonb,jsonb,timestamp with time zone,integer,text,boolean,boolean,integer,text[],text,text,jsonb,text,text): EXECUTE by tidings_producer
+CREATE OR REPLACE FUNCTION tidings.enqueue(channel text, recipient jsonb, content jsonb, scheduled_for timestamp with time zone DEFAULT NULL::timestamp with time zone, validity integer DEFAULT NULL::integer, use_case text DEFAULT 'transactional'::text, ignore_quiet_hours boolean DEFAULT false, cap_frequency boolean DEFAULT false, priority integer DEFAULT 0, tags text[] DEFAULT '{}'::text[], reference text DEFAULT NULL::text, callback_url text DEFAULT NULL::text, fallback jsonb DEFAULT NULL::jsonb, traceparent text DEFAULT NULL::text, tracestate text DEFAULT NULL::text)
  RETURNS uuid
  LANGUAGE sql
  SECURITY DEFINER
@@ -338,7 +394,8 @@ AS $function$
         'channel', channel, 'recipient', recipient, 'content', content,
         'scheduled_for', to_jsonb(scheduled_for), 'validity', validity, 'use_case', use_case,
         'ignore_quiet_hours', ignore_quiet_hours, 'cap_frequency', cap_frequency, 'priority', priority,
-        'tags', to_jsonb(tags), 'reference', reference))))
+        'tags', to_jsonb(tags), 'reference', reference, 'callback_url', callback_url, 'fallback', fallback,
+        'traceparent', traceparent, 'tracestate', tracestate))))
 $function$
 ;
 
@@ -393,7 +450,7 @@ BEGIN
         -- defaults are used without looking each one up.
         SELECT i.ord, i.msg, i.recipient, i.content, i.policy,
                coalesce(i.msg ->> 'use_case', 'transactional') AS use_case,
-               i.msg ?| '{scheduled_for,validity,priority,ignore_quiet_hours,cap_frequency,tags,reference}'::text[] AS opts,
+               i.msg ?| '{scheduled_for,validity,priority,ignore_quiet_hours,cap_frequency,tags,reference,callback_url,fallback,traceparent,tracestate}'::text[] AS opts,
                CASE WHEN i.msg ? 'scheduled_for' THEN (i.msg ->> 'scheduled_for')::timestamptz END AS scheduled_for
           FROM input i
          WHERE i.problem IS NULL OR tidings.raise_invalid(i.problem, CASE WHEN NOT single THEN i.ord END)
@@ -417,15 +474,21 @@ BEGIN
                     THEN ARRAY(SELECT lower(x) FROM jsonb_array_elements_text(v.msg -> 'tags') x)
                     ELSE '{}' END AS tags,
                CASE WHEN v.opts THEN v.msg ->> 'reference' END AS reference,
+               CASE WHEN v.opts THEN v.msg ->> 'callback_url' END AS callback_url,
+               CASE WHEN v.opts THEN nullif(v.msg -> 'fallback', 'null') END AS fallback,
+               CASE WHEN v.opts THEN v.msg ->> 'traceparent' END AS traceparent,
+               CASE WHEN v.opts THEN v.msg ->> 'tracestate' END AS tracestate,
                coalesce((v.policy ->> 'max_attempts')::integer, 10) AS max_attempts
           FROM valid v
     ), plain AS (
         -- Without a reference there is nothing to conflict with: a plain insert (no speculative insertion).
         INSERT INTO tidings.messages AS m (id, channel, recipient, content, use_case, status, priority, scheduled_for,
                                            run_at, expires_at, ignore_quiet_hours, cap_frequency, tags, reference,
-                                           max_attempts, created_at, updated_at)
+                                           max_attempts, created_at, updated_at, callback_url, fallback, chain_id,
+                                           traceparent, tracestate)
         SELECT id, channel, recipient, content, use_case, status, priority, scheduled_for, run_at, expires_at,
-               ignore_quiet_hours, cap_frequency, tags, reference, max_attempts, t, t
+               ignore_quiet_hours, cap_frequency, tags, reference, max_attempts, t, t, callback_url, fallback,
+               CASE WHEN fallback IS NOT NULL THEN id END, traceparent, tracestate
           FROM planned
          WHERE reference IS NULL
          ORDER BY ord
@@ -433,9 +496,11 @@ BEGIN
     ), referenced AS (
         INSERT INTO tidings.messages AS m (id, channel, recipient, content, use_case, status, priority, scheduled_for,
                                            run_at, expires_at, ignore_quiet_hours, cap_frequency, tags, reference,
-                                           max_attempts, created_at, updated_at)
+                                           max_attempts, created_at, updated_at, callback_url, fallback, chain_id,
+                                           traceparent, tracestate)
         SELECT id, channel, recipient, content, use_case, status, priority, scheduled_for, run_at, expires_at,
-               ignore_quiet_hours, cap_frequency, tags, reference, max_attempts, t, t
+               ignore_quiet_hours, cap_frequency, tags, reference, max_attempts, t, t, callback_url, fallback,
+               CASE WHEN fallback IS NOT NULL THEN id END, traceparent, tracestate
           FROM planned
          WHERE reference IS NOT NULL
          ORDER BY ord
@@ -538,6 +603,20 @@ CREATE OR REPLACE FUNCTION tidings.is_timezone(tz text)
  STABLE
 AS $function$
     SELECT EXISTS (SELECT 1 FROM tidings.time_zones z WHERE z.name = tz)
+$function$
+;
+
+-- tidings.is_traceparent(text): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.is_traceparent(v text)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT v ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[^ ]*)?$'
+       AND left(v, 2) <> 'ff'
+       AND (left(v, 2) <> '00' OR length(v) = 55)
+       AND substr(v, 4, 32) <> repeat('0', 32)
+       AND substr(v, 37, 16) <> repeat('0', 16)
 $function$
 ;
 
@@ -725,6 +804,16 @@ AS $function$
         RETURNING 1
     )
     SELECT EXISTS (SELECT 1 FROM gone)
+$function$
+;
+
+-- tidings.url_host(text): EXECUTE by the owner only
+CREATE OR REPLACE FUNCTION tidings.url_host(url text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT lower(substring(url FROM '^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9.-]+(?::[0-9]{1,5})?)(?:[/?#][^ ]*)?$'))
 $function$
 ;
 
