@@ -157,6 +157,54 @@ sys.exit(1 if missing else 0)
 PY
 fi
 
+# --- compose: traces wired ----------------------------------------------------
+# The workers export to a service of the stack that receives OTLP/HTTP, with
+# only the OTEL_* variables tidings reads, and the trace viewer is published.
+if python3 -c 'import yaml' 2>/dev/null; then
+    run "docker-compose.yml: workers export traces to the jaeger service (OTLP/HTTP), UI on 16686" python3 - docker-compose.yml <<'PY'
+import sys, yaml
+from urllib.parse import urlparse
+c = yaml.safe_load(open(sys.argv[1]))
+svcs = c["services"]
+errs = []
+known = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SERVICE_NAME",
+         "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_BSP_SCHEDULE_DELAY", "OTEL_SDK_DISABLED",
+         "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+         "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_RESOURCE_ATTRIBUTES"}
+samplers = {"always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+            "parentbased_traceidratio"}
+worker = svcs.get("worker", {})
+env = worker.get("environment", {})
+for k in env:
+    if k.startswith("OTEL_") and k not in known:
+        errs.append(f"worker: {k} is not a variable tidings reads")
+endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+if not endpoint:
+    errs.append("worker: no OTEL_EXPORTER_OTLP_ENDPOINT")
+else:
+    u = urlparse(endpoint)
+    if u.scheme != "http" or u.port != 4318:
+        errs.append(f"worker: OTEL_EXPORTER_OTLP_ENDPOINT {endpoint} is not OTLP/HTTP (http://HOST:4318)")
+    target = svcs.get(u.hostname)
+    if target is None:
+        errs.append(f"worker: OTEL_EXPORTER_OTLP_ENDPOINT names {u.hostname}, not a service of the stack")
+    else:
+        if "jaeger" not in target.get("image", ""):
+            errs.append(f"{u.hostname}: image {target.get('image')!r} is not Jaeger")
+        if "4318" not in [str(p) for p in target.get("expose", [])] + [str(p).split(":")[-1] for p in target.get("ports", [])]:
+            errs.append(f"{u.hostname}: port 4318 (OTLP/HTTP) not exposed")
+        if not any(str(p).startswith("16686:") for p in target.get("ports", [])):
+            errs.append(f"{u.hostname}: the UI port 16686 is not published")
+        if u.hostname not in worker.get("depends_on", {}):
+            errs.append(f"worker: does not depend on {u.hostname}")
+if env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on") not in samplers:
+    errs.append(f"worker: OTEL_TRACES_SAMPLER {env.get('OTEL_TRACES_SAMPLER')!r} is not a standard sampler")
+for e in errs:
+    print(e)
+sys.exit(1 if errs else 0)
+PY
+fi
+
 # --- docker compose config --------------------------------------------------
 # Validates docker-compose.yml against the compose schema; no engine needed.
 if docker compose version >/dev/null 2>&1; then

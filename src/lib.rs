@@ -31,7 +31,7 @@
 //!     time as a parameter; a leaf.
 //! - Leaf types: [`message`] (a claimed message; its recipient and content are [`lazy_json`] documents),
 //!   [`outcome`] (what a provider answers and what an attempt ends in), [`error`], [`metrics`], [`shutdown`],
-//!   [`mask`].
+//!   [`mask`], [`telemetry`] (OpenTelemetry traces: the `OTEL_*` settings, the exporter, the worker's spans).
 #![warn(missing_docs)]
 
 pub mod api;
@@ -52,6 +52,7 @@ pub mod receipts;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -43,6 +43,10 @@ pub struct Message {
     pub lease_id: Uuid,
     /// The recipient is on the opt-out list for this channel kind (checked at claim).
     pub suppressed: bool,
+    /// The producer's W3C `traceparent` at enqueue, if it gave one (attempt spans link to it).
+    pub traceparent: Option<String>,
+    /// The producer's W3C `tracestate`, if any.
+    pub tracestate: Option<String>,
 }
 
 /// By position, in the order of the `RETURNING` list of `queries/message_claim.sql` (keep the two in step; every
@@ -69,6 +73,8 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Message {
             created_at: row.try_get(14)?,
             lease_id: row.try_get(15)?,
             suppressed: row.try_get(16)?,
+            traceparent: row.try_get(17)?,
+            tracestate: row.try_get(18)?,
         })
     }
 }
@@ -108,6 +114,8 @@ impl Message {
             created_at: now,
             lease_id: Uuid::now_v7(),
             suppressed: false,
+            traceparent: None,
+            tracestate: None,
         }
     }
 

@@ -81,6 +81,13 @@ pub struct NewMessageBody {
     /// says ("WhatsApp, else SMS"). Each step becomes its own message, linked by `chain_id`.
     #[schema(nullable, max_items = 3)]
     pub fallback: Option<Vec<FallbackStepBody>>,
+    /// The producer's W3C trace context (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`): the worker's
+    /// span of each attempt links to it. Without it, the request's `traceparent` header is used.
+    #[schema(nullable)]
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` going with `traceparent` (at most 512 printable ASCII characters).
+    #[schema(nullable)]
+    pub tracestate: Option<String>,
 }
 
 /// One step of a fallback chain.
@@ -349,7 +356,11 @@ pub struct RevealQuery {
 #[utoipa::path(
     post, path = "/v1/messages", tag = "messages",
     request_body = NewMessageBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII characters), kept 24 h per token")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII characters), kept 24 h per token"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context of the producer's request; stored with every message that has no traceparent of its own, and refused (422) when malformed"),
+        ("tracestate" = Option<String>, Header, description = "W3C tracestate going with the traceparent header"),
+    ),
     responses(
         (status = 201, description = "Enqueued", body = Enqueued),
         (status = 200, description = "Replayed: the same Idempotency-Key with the same body", body = Enqueued,
@@ -381,11 +392,13 @@ pub async fn enqueue_one(
             None,
         ));
     }
+    let trace = trace_members(&headers);
+    let message = with_trace(raw.get(), trace.as_deref());
     let answer = match key {
         // Without a key, with whatever other single messages arrive meanwhile (one commit for all).
-        None => answer(state.batcher.enqueue(raw.get().to_owned()).await?)?,
+        None => answer(state.batcher.enqueue(message.into_owned()).await?)?,
         Some(_) => {
-            let json = format!("[{}]", raw.get());
+            let json = format!("[{message}]");
             enqueue(&state, &caller, key, "/v1/messages", &body, &json).await?
         }
     };
@@ -399,7 +412,11 @@ pub async fn enqueue_one(
 #[utoipa::path(
     post, path = "/v1/messages/batch", tag = "messages",
     request_body = BatchBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII characters), kept 24 h per token")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII characters), kept 24 h per token"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context of the producer's request; stored with every message that has no traceparent of its own, and refused (422) when malformed"),
+        ("tracestate" = Option<String>, Header, description = "W3C tracestate going with the traceparent header"),
+    ),
     responses(
         (status = 201, description = "Enqueued", body = EnqueuedBatch),
         (status = 200, description = "Replayed: the same Idempotency-Key with the same body", body = EnqueuedBatch,
@@ -459,13 +476,14 @@ pub async fn enqueue_batch(
             None,
         ));
     }
+    let trace = trace_members(&headers);
     let mut json = String::with_capacity(body.len() + 2);
     json.push('[');
     for (i, m) in messages.iter().enumerate() {
         if i > 0 {
             json.push(',');
         }
-        json.push_str(m.get());
+        json.push_str(&with_trace(m.get(), trace.as_deref()));
     }
     json.push(']');
     let single = messages.len() == 1;
@@ -528,6 +546,50 @@ fn respond(replayed: bool, body: impl Serialize) -> Response {
     } else {
         (StatusCode::CREATED, Json(body)).into_response()
     }
+}
+
+/// The request's W3C `traceparent` / `tracestate` headers as JSON members (`"traceparent":"…","tracestate":"…"`),
+/// or `None` without a `traceparent` header. Passed on as sent: `tidings.enqueue_many` validates them like the
+/// body fields (one validation path), so a malformed header is a 422 naming `traceparent`. Repeated headers are
+/// joined with commas (a repeated `traceparent` is then refused; a repeated `tracestate` is one list).
+fn trace_members(headers: &HeaderMap) -> Option<String> {
+    let joined = |name: &str| {
+        let values: Vec<String> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
+    let traceparent = joined("traceparent")?;
+    let quote = |v: String| Value::String(v).to_string();
+    let mut members = format!("\"traceparent\":{}", quote(traceparent));
+    if let Some(tracestate) = joined("tracestate") {
+        members.push_str(&format!(",\"tracestate\":{}", quote(tracestate)));
+    }
+    Some(members)
+}
+
+/// `message` (a JSON object's text) with the request's trace members added, unless it carries a `traceparent`
+/// of its own (then neither header applies: a message's trace context comes from one place). Anything that is
+/// not an object is left for the SQL function to refuse.
+fn with_trace<'a>(message: &'a str, trace: Option<&str>) -> std::borrow::Cow<'a, str> {
+    use std::borrow::Cow;
+    let Some(trace) = trace else {
+        return Cow::Borrowed(message);
+    };
+    let own = serde_json::from_str::<BTreeMap<String, &RawValue>>(message)
+        .map(|keys| keys.contains_key("traceparent"))
+        .unwrap_or(true);
+    let Some(rest) = message.trim_start().strip_prefix('{').filter(|_| !own) else {
+        return Cow::Borrowed(message);
+    };
+    let sep = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    Cow::Owned(format!("{{{trace}{sep}{rest}"))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
@@ -1113,6 +1175,35 @@ pub async fn reschedule_bulk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_headers_go_to_messages_without_their_own() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(trace_members(&headers), None);
+        headers.insert("traceparent", HeaderValue::from_static("00-ab-cd-01"));
+        headers.append("tracestate", HeaderValue::from_static("a=1"));
+        headers.append("tracestate", HeaderValue::from_static("b=2"));
+        let trace = trace_members(&headers).unwrap();
+        assert_eq!(
+            trace,
+            r#""traceparent":"00-ab-cd-01","tracestate":"a=1,b=2""#
+        );
+        let t = Some(trace.as_str());
+        let parsed = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        assert_eq!(
+            parsed(&with_trace(r#"{"channel":"sms"}"#, t)),
+            serde_json::json!({"traceparent": "00-ab-cd-01", "tracestate": "a=1,b=2", "channel": "sms"})
+        );
+        assert_eq!(
+            parsed(&with_trace(" { } ", t))["traceparent"],
+            "00-ab-cd-01"
+        );
+        // A message's own traceparent wins, and the header's tracestate is not mixed into it.
+        let own = r#"{"channel":"sms","traceparent":"00-ef-01-00"}"#;
+        assert_eq!(with_trace(own, t), own);
+        assert_eq!(with_trace("[1]", t), "[1]");
+        assert_eq!(with_trace(own, None), own);
+    }
 
     #[test]
     fn cursor_round_trips_and_refuses_garbage() {

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::telemetry::{Telemetry, TelemetryConfig};
 use crate::worker::Worker;
 
 const CHANNEL: &str = "bench";
@@ -72,6 +73,10 @@ pub struct BenchArgs {
     /// (then a worker's throughput is bounded by its messages in flight, and more worker processes add up).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub(crate) provider_latency: Duration,
+    /// Give every message a W3C traceparent (of a trace of its own), as a traced producer would; the worker's
+    /// attempt spans then carry a link each. Traces are exported when the `OTEL_*` variables say so.
+    #[arg(long)]
+    pub(crate) traceparent: bool,
     /// Steady-rate latency mode: enqueue one message per call at this many per second (instead of bulk).
     #[arg(long)]
     pub(crate) rate: Option<u32>,
@@ -184,10 +189,16 @@ pub(crate) async fn measure(args: &BenchArgs) -> Result<BenchResult> {
         BenchStore(&store).vacuum().await?;
     }
 
+    let telemetry = TelemetryConfig::from_env()?
+        .map(|c| Telemetry::start(&c))
+        .transpose()?;
     let result = match args.rate {
-        None => burn_down(args, &url, &store, &config).await?,
-        Some(rate) => steady_rate(args, rate, &url, &store, &config).await?,
+        None => burn_down(args, &url, &store, &config, &telemetry).await?,
+        Some(rate) => steady_rate(args, rate, &url, &store, &config, &telemetry).await?,
     };
+    if let Some(t) = telemetry {
+        t.shutdown().await;
+    }
     if let Some(s) = sandbox {
         s.stop().await;
     }
@@ -236,6 +247,15 @@ fn message(i: usize, channel: &str) -> NewMessage {
     NewMessage::sms(channel, format!("+3161{:07}", i % 10_000_000)).text("hello from tidings bench")
 }
 
+/// With `--traceparent`, the message with a trace context of its own, as a traced producer would send it.
+fn traced(message: NewMessage, traceparent: bool) -> NewMessage {
+    if !traceparent {
+        return message;
+    }
+    let (trace, span) = (Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    message.traceparent(format!("00-{trace}-{}-01", &span.to_string()[..16]))
+}
+
 async fn prefill_future(store: &Store, n: usize) -> Result<()> {
     let at = Utc::now() + chrono::Duration::days(30);
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
@@ -253,6 +273,7 @@ fn start_workers(
     args: &BenchArgs,
     url: &str,
     config: &Config,
+    telemetry: &Option<Telemetry>,
 ) -> (
     Shutdown,
     Vec<tokio::task::JoinHandle<Result<()>>>,
@@ -268,9 +289,11 @@ fn start_workers(
         all_metrics.push(metrics.clone());
         let shutdown = shutdown.clone();
         let url = url.to_owned();
+        let telemetry = telemetry.clone();
         handles.push(tokio::spawn(async move {
             let store = Store::connect(&url, config.worker.max_connections).await?;
             Worker::new(config, store)
+                .telemetry(telemetry)
                 .metrics(metrics)
                 .shutdown(shutdown)
                 .run()
@@ -297,6 +320,7 @@ async fn burn_down(
     url: &str,
     store: &Store,
     config: &Config,
+    telemetry: &Option<Telemetry>,
 ) -> Result<BenchResult> {
     let n = args.messages;
     // Enqueue: each connection builds its next batch just before sending it (building is part of a client's
@@ -306,6 +330,7 @@ async fn burn_down(
         .warm(args.enqueue_connections.max(1))
         .await?;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let traceparent = args.traceparent;
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.enqueue_connections.max(1) {
@@ -318,7 +343,7 @@ async fn burn_down(
                     return Ok::<(), tidings_client::Error>(());
                 }
                 let messages: Vec<NewMessage> = (start..(start + batch).min(n))
-                    .map(|i| message(i, CHANNEL))
+                    .map(|i| traced(message(i, CHANNEL), traceparent))
                     .collect();
                 tidings_client::enqueue_many(&pool, &messages).await?;
             }
@@ -329,7 +354,7 @@ async fn burn_down(
     }
     let enqueue_secs = t.elapsed().as_secs_f64();
 
-    let (shutdown, handles, metrics) = start_workers(args, url, config);
+    let (shutdown, handles, metrics) = start_workers(args, url, config, telemetry);
     let deadline = Instant::now() + Duration::from_secs(600);
     // First completion: the first provider call to finish (the harness's "first handler completion").
     let first = loop {
@@ -385,23 +410,27 @@ async fn steady_rate(
     url: &str,
     store: &Store,
     config: &Config,
+    telemetry: &Option<Telemetry>,
 ) -> Result<BenchResult> {
     if rate == 0 {
         return Err(Error::Config("--rate: must be at least 1".into()));
     }
-    let (shutdown, handles, _metrics) = start_workers(args, url, config);
+    let (shutdown, handles, _metrics) = start_workers(args, url, config, telemetry);
     // Let the pools connect and LISTEN before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total = (rate as f64 * args.duration.as_secs_f64()).round() as usize;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = tokio::task::JoinSet::new();
+    let traceparent = args.traceparent;
     let t = Instant::now();
     for i in 0..total {
         tick.tick().await;
         let pool = store.pool().clone();
         tasks.spawn(async move {
-            let id = message(i, CHANNEL).enqueue(&pool).await?;
+            let id = traced(message(i, CHANNEL), traceparent)
+                .enqueue(&pool)
+                .await?;
             Ok::<(Uuid, DateTime<Utc>), tidings_client::Error>((id, Utc::now()))
         });
     }

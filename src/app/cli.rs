@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::telemetry::{Telemetry, TelemetryConfig};
 use crate::worker::Worker;
 
 /// Loads the config file, or the defaults when no file is given.
@@ -64,11 +65,24 @@ pub async fn worker(config: Config) -> Result<()> {
         store = start => store?,
         _ = shutdown.stop.cancelled() => return Ok(()),
     };
-    Worker::new(config, store)
+    // Traces: only when the OTEL_* variables ask for them (read before the worker claims anything, so a bad
+    // value stops the start).
+    let telemetry = TelemetryConfig::from_env()?
+        .map(|c| Telemetry::start(&c))
+        .transpose()?;
+    if telemetry.is_some() {
+        tracing::info!("exporting traces over OTLP/HTTP (OTEL_* variables)");
+    }
+    let result = Worker::new(config, store)
         .shutdown(shutdown)
+        .telemetry(telemetry.clone())
         .serve_http()
         .run()
-        .await
+        .await;
+    if let Some(t) = telemetry {
+        t.shutdown().await;
+    }
+    result
 }
 
 /// `tidings serve`: the HTTP API of `[api]` until SIGTERM/SIGINT.

@@ -380,8 +380,13 @@ pub async fn run(serve: bool) -> Result<()> {
     println!("starting a worker pool…");
     let shutdown = Shutdown::new();
     let config_for_api = config.clone();
+    // With the OTEL_* variables set (a local Jaeger, say), the demo's attempts are traced too.
+    let telemetry = crate::telemetry::TelemetryConfig::from_env()?
+        .map(|c| crate::telemetry::Telemetry::start(&c))
+        .transpose()?;
     let running = Worker::new(config, store.clone())
         .env(std::sync::Arc::new(demo_env))
+        .telemetry(telemetry.clone())
         .shutdown(shutdown.clone())
         .serve_http()
         .start()
@@ -422,6 +427,9 @@ pub async fn run(serve: bool) -> Result<()> {
     shutdown.stop.cancel();
     // The worker stops its listener when it has drained.
     running.wait().await?;
+    if let Some(t) = telemetry {
+        t.shutdown().await;
+    }
     receipts?;
 
     println!();

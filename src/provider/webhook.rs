@@ -6,6 +6,8 @@
 //! "{id}.{timestamp}.{body}">`. The secret is read from the environment variable named by `secret_env`; a
 //! `whsec_`-prefixed value is base64 after the prefix (as Standard Webhooks issues them), any other value is used
 //! as its bytes. An answer's `id` (or `provider_message_id`), when a string, is kept as the provider message id.
+//! With traces on, the request carries the attempt span's W3C `traceparent`, so the gateway's own spans join
+//! the attempt's trace.
 //!
 //! Settings: `base_url` (required), `secret_env`.
 
@@ -127,7 +129,7 @@ impl Provider for Webhook {
             })?;
             let id = message.id.to_string();
             let timestamp = now.timestamp();
-            let request = self
+            let mut request = self
                 .client
                 .post(self.url.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -138,6 +140,9 @@ impl Provider for Webhook {
                     sign(&self.key.0, &id, timestamp, &body),
                 )
                 .body(body);
+            if let Some(traceparent) = crate::telemetry::current_traceparent() {
+                request = request.header("traceparent", traceparent);
+            }
             match http::execute(request, self.timeout).await {
                 Ok(response) => Ok(Accepted {
                     provider_message_id: ["id", "provider_message_id"]

@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 
 use crate::metrics::Metrics;
 use crate::store::{Completion, Store};
+use crate::telemetry::Telemetry;
 
 /// Sender side, held by executors.
 pub(crate) type CompletionSender = mpsc::Sender<Completion>;
@@ -18,6 +19,7 @@ pub(crate) struct Completer {
     metrics: Metrics,
     batch: usize,
     parallelism: usize,
+    telemetry: Option<Telemetry>,
 }
 
 impl Completer {
@@ -28,7 +30,14 @@ impl Completer {
             metrics,
             batch,
             parallelism,
+            telemetry: None,
         }
+    }
+
+    /// Makes a `tidings.complete` span of each statement.
+    pub(crate) fn traced(mut self, telemetry: Option<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Runs until `rx` is closed and empty. Each batch is retried until the database takes it: an outcome is
@@ -63,15 +72,24 @@ impl Completer {
                 let batch = std::mem::replace(&mut buf, rest);
                 let store = self.store.clone();
                 let metrics = self.metrics.clone();
-                flushes.spawn(async move { flush(&store, &metrics, batch).await });
+                let telemetry = self.telemetry.clone();
+                flushes.spawn(async move { flush(&store, &metrics, batch, telemetry).await });
             }
         }
     }
 }
 
-async fn flush(store: &Store, metrics: &Metrics, batch: Vec<Completion>) {
+async fn flush(
+    store: &Store,
+    metrics: &Metrics,
+    batch: Vec<Completion>,
+    telemetry: Option<Telemetry>,
+) {
+    let started = std::time::SystemTime::now();
     let mut delay = Duration::from_millis(50);
+    let mut tries = 0u32;
     let applied = loop {
+        tries += 1;
         match store.message_complete_many(&batch).await {
             Ok(applied) => break applied,
             Err(e) => {
@@ -82,6 +100,9 @@ async fn flush(store: &Store, metrics: &Metrics, batch: Vec<Completion>) {
         }
     };
     let lost = batch.len() - applied.len();
+    if let Some(t) = &telemetry {
+        t.complete(started, batch.len(), applied.len(), tries);
+    }
     if lost == 0 {
         count(metrics, batch.iter());
         return;

@@ -21,6 +21,7 @@ use crate::policy::{self, ChannelPolicy, Decision};
 use crate::provider::Provider;
 use crate::shutdown::Shutdown;
 use crate::store::{Completion, Store};
+use crate::telemetry::{self, Telemetry};
 
 /// Everything an executor needs for one channel.
 pub(crate) struct ChannelRuntime {
@@ -48,18 +49,32 @@ pub(crate) struct Executor {
     pub(crate) shutdown: Shutdown,
     /// The pauses this process heard of itself (the producers consult them before claiming).
     pub(crate) pauses: LocalPauses,
+    /// Trace spans, when traces are on (`None`: no span is built).
+    pub(crate) telemetry: Option<Telemetry>,
 }
 
 impl Executor {
     /// Runs one message to an outcome. Never panics outward: an adapter panic becomes `sending_failed`.
-    pub(crate) async fn run(&self, message: Message) -> Completion {
+    /// `claim` is the span of the claim that took it (when traces are on).
+    pub(crate) async fn run(
+        &self,
+        message: Message,
+        claim: Option<opentelemetry::trace::SpanContext>,
+    ) -> Completion {
         let started_at = Utc::now();
         let span = tracing::info_span!("attempt", message_id = %message.id, channel = %message.channel,
             attempt = message.attempt());
+        let trace = self.telemetry.as_ref().map(|t| {
+            let kind = self
+                .channels
+                .get(&message.channel)
+                .map_or("", |c| c.kind.as_str());
+            t.attempt(&message, kind, claim.as_ref())
+        });
         let outcome = async {
             tokio::select! {
                 biased;
-                outcome = self.attempt(&message, started_at) => outcome,
+                outcome = self.attempt(&message, started_at, trace.as_ref()) => outcome,
                 // The grace period is over: give the message back untouched (it may have reached the
                 // provider; the next attempt reuses the same idempotency key).
                 _ = self.shutdown.abort.cancelled() => Outcome::Released,
@@ -67,6 +82,9 @@ impl Executor {
         }
         .instrument(span)
         .await;
+        if let Some(cx) = &trace {
+            telemetry::attempted(cx, &outcome);
+        }
         Completion {
             id: message.id,
             lease_id: message.lease_id,
@@ -77,7 +95,12 @@ impl Executor {
     }
 
     /// Policy, then the provider, then the policy again on a failure.
-    async fn attempt(&self, message: &Message, now: DateTime<Utc>) -> Outcome {
+    async fn attempt(
+        &self,
+        message: &Message,
+        now: DateTime<Utc>,
+        trace: Option<&opentelemetry::Context>,
+    ) -> Outcome {
         let Some(channel) = self.channels.get(&message.channel) else {
             // Claims only name configured channels, so this is a bug; keep the message, say so.
             tracing::error!(channel = %message.channel, "claimed a message of an unconfigured channel");
@@ -109,7 +132,7 @@ impl Executor {
             Decision::Finish(outcome) => return outcome,
         }
         let clock = Instant::now();
-        let result = match self.call(channel, message, now).await {
+        let result = match self.call(channel, message, now, trace).await {
             Ok(result) => result,
             Err(panicked) => return panicked,
         };
@@ -153,18 +176,22 @@ impl Executor {
     }
 
     /// Calls the adapter within the channel's timeout (plus a second's grace). `Err` is the outcome of an adapter
-    /// that panicked; a timeout is a transient error like any other.
+    /// that panicked; a timeout is a transient error like any other. With traces on, the attempt's span is the
+    /// current context while the adapter runs (an adapter may pass it on as a `traceparent` header).
     async fn call(
         &self,
         channel: &ChannelRuntime,
         message: &Message,
         now: DateTime<Utc>,
+        trace: Option<&opentelemetry::Context>,
     ) -> Result<SendResult, Outcome> {
         // `send` is called inside the guarded future: an adapter that panics before returning its future
         // (while building the request) is caught too, instead of killing the task and stranding the message in
         // `processing` until its lease expires (and then again on every retry).
-        let call =
-            AssertUnwindSafe(async { channel.provider.send(message, now).await }).catch_unwind();
+        let call = AssertUnwindSafe(telemetry::within(trace, async {
+            channel.provider.send(message, now).await
+        }))
+        .catch_unwind();
         match tokio::time::timeout(channel.timeout + std::time::Duration::from_secs(1), call).await
         {
             Ok(Ok(result)) => Ok(result),

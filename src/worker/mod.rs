@@ -27,6 +27,7 @@ use crate::provider::Providers;
 use crate::receipts::Receipts;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use completer::Completer;
 use executor::{ChannelRuntime, Executor};
 use producer::Producer;
@@ -55,6 +56,7 @@ pub struct Worker {
     metrics: Metrics,
     shutdown: Shutdown,
     http: Option<SocketAddr>,
+    telemetry: Option<Telemetry>,
 }
 
 /// A started worker: its HTTP address (when it serves one) and the task running it.
@@ -85,7 +87,15 @@ impl Worker {
             metrics: Metrics::new(),
             shutdown: Shutdown::new(),
             http: None,
+            telemetry: None,
         }
+    }
+
+    /// Makes trace spans (attempts, claims, completions) with this pipeline; without it, none are built.
+    /// The caller keeps a clone to [`Telemetry::shutdown`] it after the worker has stopped.
+    pub fn telemetry(mut self, telemetry: Option<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Reads credentials (adapters' and receipt secrets) through `env` instead of the process environment.
@@ -135,6 +145,7 @@ impl Worker {
             metrics,
             shutdown,
             http,
+            telemetry,
         } = self;
         let lookup = |var: &str| env(var);
         let providers = match providers {
@@ -166,6 +177,7 @@ impl Worker {
             callbacks,
             metrics,
             shutdown: shutdown.clone(),
+            telemetry,
         };
         let task = tokio::spawn(async move {
             let result = pool.run().await;
@@ -192,6 +204,7 @@ struct Pool {
     callbacks: Option<Deliverer>,
     metrics: Metrics,
     shutdown: Shutdown,
+    telemetry: Option<Telemetry>,
 }
 
 impl Pool {
@@ -204,6 +217,7 @@ impl Pool {
             callbacks,
             metrics,
             shutdown,
+            telemetry,
         } = self;
         let w = &config.worker;
         let mut channels = BTreeMap::new();
@@ -239,6 +253,7 @@ impl Pool {
             store: store.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
+            telemetry: telemetry.clone(),
         });
 
         let wakeups: Vec<Arc<Notify>> = (0..w.claimers).map(|_| Arc::new(Notify::new())).collect();
@@ -258,6 +273,7 @@ impl Pool {
                 w.complete_batch,
                 w.complete_parallelism,
             )
+            .traced(telemetry)
             .run(rx),
         );
         // `claimers` producers share the slots (one by default: claim loops contend across the whole fleet,

@@ -14,6 +14,7 @@ const LEAVES: &[&str] = &[
     "metrics",
     "outcome",
     "shutdown",
+    "telemetry",
 ];
 
 /// What each engine module may import besides the leaves. Listed top down; a module missing here fails the test,

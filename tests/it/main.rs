@@ -21,5 +21,6 @@ mod rollup;
 mod security;
 mod sql_api;
 mod support;
+mod tracing;
 mod ui;
 mod worker_e2e;

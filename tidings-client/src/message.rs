@@ -51,6 +51,10 @@ pub struct NewMessage {
     callback_url: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     fallback: Vec<Fallback>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracestate: Option<String>,
 }
 
 /// An outcome of a message that sends the next step of its fallback chain.
@@ -153,6 +157,8 @@ impl NewMessage {
             reference: None,
             callback_url: None,
             fallback: Vec::new(),
+            traceparent: None,
+            tracestate: None,
         }
     }
 
@@ -390,6 +396,20 @@ impl NewMessage {
         self
     }
 
+    /// The producer's W3C trace context (`00-<trace id>-<parent id>-<flags>`, as in the `traceparent` header of
+    /// the request being served): the worker's span of each attempt links to it. Checked at enqueue.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// The W3C `tracestate` that goes with [`traceparent`](Self::traceparent) (vendor entries, at most 512
+    /// characters).
+    pub fn tracestate(mut self, tracestate: impl Into<String>) -> Self {
+        self.tracestate = Some(tracestate.into());
+        self
+    }
+
     /// Enqueues this message (inside the executor's transaction, if it is one) and returns its id.
     pub async fn enqueue<'e>(&self, executor: impl PgExecutor<'e>) -> Result<Uuid, Error> {
         let ids = crate::enqueue_many(executor, std::slice::from_ref(self)).await?;
@@ -479,5 +499,19 @@ mod tests {
         );
         let plain = NewMessage::sms("sms", "+31612345678").text("x").to_json();
         assert!(plain.get("fallback").is_none());
+    }
+
+    #[test]
+    fn trace_context_is_sent_only_when_given() {
+        let plain = NewMessage::sms("sms", "+31612345678").text("hi").to_json();
+        assert!(plain.get("traceparent").is_none() && plain.get("tracestate").is_none());
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let m = NewMessage::sms("sms", "+31612345678")
+            .text("hi")
+            .traceparent(tp)
+            .tracestate("congo=t61rcWkgMzE")
+            .to_json();
+        assert_eq!(m["traceparent"], json!(tp));
+        assert_eq!(m["tracestate"], json!("congo=t61rcWkgMzE"));
     }
 }
