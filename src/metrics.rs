@@ -35,6 +35,8 @@ pub struct Metrics {
     pub completions_lost: IntCounterVec,
     /// Rows changed by the maintenance services, by task (`rescue`, `sweep`, `prune`).
     pub maintenance_rows: IntCounterVec,
+    /// 1 on the worker that runs the fleet's maintenance (the leader), 0 on the others.
+    pub leader: IntGauge,
     /// Status callbacks delivered (a 2xx), by the status they told.
     pub callback_deliveries: IntCounterVec,
     /// Failed callback POSTs, by error (`http_<status>`, `timeout`, `connect`, `transport`).
@@ -124,6 +126,11 @@ impl Metrics {
                 &["task"],
             )
             .expect("metric"),
+            leader: IntGauge::new(
+                "tidings_leader",
+                "1 on the worker process that runs the fleet's maintenance (rescue, sweep, prune, rollup, queue gauges), 0 on the others.",
+            )
+            .expect("metric"),
             callback_deliveries: IntCounterVec::new(
                 Opts::new("tidings_callback_deliveries_total", "Status callbacks delivered (answered 2xx), by the status they told."),
                 &["status"],
@@ -178,6 +185,7 @@ impl Metrics {
             .expect("register");
         r.register(Box::new(m.maintenance_rows.clone()))
             .expect("register");
+        r.register(Box::new(m.leader.clone())).expect("register");
         for c in [
             Box::new(m.callback_deliveries.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.callback_failures.clone()),

@@ -1,6 +1,10 @@
-//! Background services every worker runs: the rescuer (expired leases), the sweeper (overdue waiting
-//! messages), the pruner (old finished rows), the sampler (queue gauges) and the rollup (per-minute counts of
-//! status changes for the dashboard and the 24-hour stats). Several workers running them at
+//! The fleet's background services: the rescuer (expired leases), the sweeper (overdue waiting messages), the
+//! pruner (old finished rows), the sampler (queue gauges) and the rollup (per-minute counts of status changes for
+//! the dashboard and the 24-hour stats). Every worker runs this loop, but only the leader does the work: the
+//! process holding the maintenance lock (see `store::Leadership`); the others try to take it every few seconds
+//! and take over within about half a minute when the leader dies or is cut off (a killed process at once).
+//! Each service is also safe when two processes overlap (SKIP LOCKED, bounded batches), so a leadership change
+//! mid-pass harms nothing. Several workers running them at
 //! once is safe: each statement locks with SKIP LOCKED and works in bounded batches.
 
 use std::time::Duration;
@@ -10,13 +14,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Leadership, Store};
 
 /// Rows per maintenance statement: small enough never to hold locks for long.
 const BATCH: i64 = 1000;
 
 /// Counting the live messages may take at most this share of the sampler's time.
 const COUNT_SHARE: u32 = 100;
+
+/// How often a worker that does not lead tries to take the leadership, and the leader checks it still holds it
+/// (at most; a shorter rescue interval is used instead).
+const ELECT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How often the per-minute counts of status changes are brought up to date.
 const ROLLUP_INTERVAL: Duration = Duration::from_secs(15);
@@ -67,7 +75,15 @@ impl Maintenance {
         let mut prune = tokio::time::interval(self.prune_interval);
         let mut sample = tokio::time::interval(self.sample_interval);
         let mut rollup = tokio::time::interval(ROLLUP_INTERVAL);
-        for t in [&mut rescue, &mut prune, &mut sample, &mut rollup] {
+        let mut elect = tokio::time::interval(self.rescue_interval.min(ELECT_INTERVAL));
+        let mut leader: Option<Leadership> = None;
+        for t in [
+            &mut rescue,
+            &mut prune,
+            &mut sample,
+            &mut rollup,
+            &mut elect,
+        ] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         // The first count comes one to two intervals after start, at random: a deploy restarts every worker at
@@ -75,15 +91,24 @@ impl Maintenance {
         let mut count_at =
             tokio::time::Instant::now() + self.sample_interval.mul_f64(1.0 + rand::random::<f64>());
         loop {
+            let leads = leader.is_some();
             tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = rescue.tick() => {
+                _ = stop.cancelled() => {
+                    // Resigning closes the connection: the next leader need not wait for a dead one's.
+                    if let Some(l) = leader.take() {
+                        l.resign().await;
+                    }
+                    self.metrics.leader.set(0);
+                    return;
+                }
+                _ = elect.tick() => leader = self.elect(leader).await,
+                _ = rescue.tick(), if leads => {
                     self.rescue().await;
                     self.sweep().await;
                 }
-                _ = prune.tick() => self.prune().await,
-                _ = rollup.tick() => self.roll_up().await,
-                _ = sample.tick() => {
+                _ = prune.tick(), if leads => self.prune().await,
+                _ = rollup.tick(), if leads => self.roll_up().await,
+                _ = sample.tick(), if leads => {
                     let now = tokio::time::Instant::now();
                     if now >= count_at {
                         self.sample_counts().await;
@@ -93,6 +118,37 @@ impl Maintenance {
                 }
             }
         }
+    }
+
+    /// Keeps the leadership while its connection answers, or tries to take it; sets `tidings_leader`.
+    async fn elect(&self, held: Option<Leadership>) -> Option<Leadership> {
+        let leader = match held {
+            Some(mut l) => {
+                if l.holds().await {
+                    Some(l)
+                } else {
+                    tracing::warn!("lost the maintenance leadership (its connection failed)");
+                    // The queue gauges stop being refreshed here: zero them rather than report stale values
+                    // beside the new leader's.
+                    self.metrics.queue_messages.reset();
+                    self.metrics.oldest_due.reset();
+                    None
+                }
+            }
+            None => match self.store.leader_try().await {
+                Ok(Some(l)) => {
+                    tracing::info!("this worker now runs the fleet's maintenance (leader)");
+                    Some(l)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "maintenance election failed");
+                    None
+                }
+            },
+        };
+        self.metrics.leader.set(i64::from(leader.is_some()));
+        leader
     }
 
     /// Makes messages whose lease expired claimable again (or finishes them when attempts or validity ran out).

@@ -16,6 +16,7 @@ use crate::outcome::Outcome;
 
 mod act;
 mod callbacks;
+mod leader;
 mod read;
 mod receipt;
 mod rollup;
@@ -23,6 +24,7 @@ mod ui_read;
 
 pub use act::{MessageActParams, MessageAction};
 pub use callbacks::{CallbackResult, CallbackRow, MessageCallback};
+pub use leader::Leadership;
 pub use read::{
     ChainRow, ChannelRow, EnqueueApiOutcome, EnqueueApiParams, LIST_SCAN_BUDGET, MessageListPage,
     MessageListParams, MessageRow,

@@ -1,0 +1,10 @@
+-- Takes the fleet's maintenance leadership if no other session holds it: a session advisory lock, held until this
+-- connection ends (a killed process's connection ends at once, so the lock is free for the next election). The
+-- keepalive settings make the server notice a leader that vanished from the network (a host cut off) within about
+-- 20 s (10 s idle, then two probes 5 s apart), and end its session, releasing the lock; without them that takes
+-- the kernel's default of over two hours. They apply to this connection only (TCP connections; a Unix socket
+-- needs none).
+SELECT pg_try_advisory_lock(7596220364041245002) AS leader
+  FROM (SELECT set_config('tcp_keepalives_idle', '10', false),
+               set_config('tcp_keepalives_interval', '5', false),
+               set_config('tcp_keepalives_count', '2', false)) keepalive
