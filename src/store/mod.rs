@@ -407,12 +407,20 @@ impl Store {
     /// Live messages by channel and status for a page load: exact while at most `cap` messages wait, else the
     /// ANALYZE estimate (`true`: estimated), so a huge backlog is never counted row by row on a request.
     pub async fn stats_live_bounded(&self, cap: i64) -> Result<(Vec<StatusCount>, bool)> {
-        let waiting: i64 = sqlx::query_scalar(include_str!("queries/stats_live_capped.sql"))
+        let rows: Vec<StatusCount> = sqlx::query(include_str!("queries/stats_live_capped.sql"))
             .bind(cap)
-            .fetch_one(&self.pool)
-            .await?;
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(status_count)
+            .collect::<Result<_>>()?;
+        let waiting: i64 = rows
+            .iter()
+            .filter(|r| r.status != "processing")
+            .map(|r| r.count)
+            .sum();
         if waiting < cap {
-            return Ok((self.stats_live().await?, false));
+            return Ok((rows, false));
         }
         let rows = sqlx::query(include_str!("queries/stats_live_estimate.sql"))
             .fetch_all(&self.pool)
