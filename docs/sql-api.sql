@@ -100,7 +100,7 @@ AS $function$
     SELECT jsonb_agg(jsonb_build_object('id', c.id, 'channel', c.channel, 'status', c.status,
                                         'step', coalesce(c.chain_step, 0), 'trigger', c.chain_trigger)
                      ORDER BY coalesce(c.chain_step, 0))
-      FROM tidings.messages c
+      FROM tidings.messages_all c
      WHERE c.chain_id = chain
 $function$
 ;
@@ -705,14 +705,14 @@ AS $function$
         SELECT events.message_id AS id
         UNION
         SELECT c.id
-          FROM tidings.messages m
-          JOIN tidings.messages c ON c.chain_id = m.chain_id
+          FROM tidings.messages_all m
+          JOIN tidings.messages_all c ON c.chain_id = m.chain_id
          WHERE m.id = events.message_id AND m.chain_id IS NOT NULL
     )
     SELECT e.at, e.status, e.reason, e.attempt, e.started_at, e.detail, e.message_id, m.channel
       FROM ids
-      JOIN tidings.message_events e ON e.message_id = ids.id
-      LEFT JOIN tidings.messages m ON m.id = e.message_id
+      JOIN tidings.message_events_all e ON e.message_id = ids.id
+      LEFT JOIN tidings.messages_all m ON m.id = e.message_id
      ORDER BY e.id
 $function$
 ;
@@ -858,6 +858,86 @@ BEGIN
     VALUES (kind, frequency_admit.recipient, frequency_admit.message_id);
     RETURN true;
 END $function$
+;
+
+-- tidings.history_partition_name(text,date): EXECUTE by PUBLIC
+CREATE OR REPLACE FUNCTION tidings.history_partition_name(parent text, d date)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$ SELECT parent || '_p' || to_char(d, 'YYYYMMDD') $function$
+;
+
+-- tidings.history_partitions(interval,integer,date): EXECUTE by PUBLIC, tidings_worker
+CREATE OR REPLACE FUNCTION tidings.history_partitions(retention interval, ahead integer DEFAULT 3, since date DEFAULT NULL::date)
+ RETURNS TABLE(action text, day date)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    today date := (now() AT TIME ZONE 'UTC')::date;
+    first_day date;
+    d date;
+    t text;
+    keep_from date := ((now() - retention) AT TIME ZONE 'UTC')::date;
+BEGIN
+    PERFORM set_config('lock_timeout', '2s', true);
+    -- The oldest hot message (primary key: its first entry) decides how far back partitions must exist.
+    SELECT least((to_timestamp(('x' || substr(replace(m.id::text, '-', ''), 1, 12))::bit(48)::bigint / 1000.0)
+                  AT TIME ZONE 'UTC')::date, today)
+      INTO first_day
+      FROM tidings.messages m ORDER BY m.id LIMIT 1;
+    first_day := least(coalesce(first_day, today), today, coalesce(since, today));
+    d := first_day;
+    WHILE d <= today + ahead LOOP
+        FOREACH t IN ARRAY ARRAY['message_history', 'message_event_history'] LOOP
+            IF to_regclass('tidings.' || tidings.history_partition_name(t, d)) IS NULL THEN
+                EXECUTE format('CREATE TABLE tidings.%I PARTITION OF tidings.%I FOR VALUES FROM (%L) TO (%L)',
+                               tidings.history_partition_name(t, d), t,
+                               tidings.uuid_floor(d::timestamp AT TIME ZONE 'UTC'),
+                               tidings.uuid_floor((d + 1)::timestamp AT TIME ZONE 'UTC'));
+                IF t = 'message_history' THEN
+                    action := 'created'; day := d; RETURN NEXT;
+                END IF;
+            END IF;
+        END LOOP;
+        d := d + 1;
+    END LOOP;
+    -- Retention: whole days, oldest first, each only while no hot message was created on it or before.
+    FOR d IN
+        SELECT to_date(substr(c.relname, length('message_history_p') + 1), 'YYYYMMDD') AS pd
+          FROM pg_inherits i
+          JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'tidings.message_history'::regclass
+         ORDER BY 1
+    LOOP
+        EXIT WHEN d >= keep_from;
+        EXIT WHEN EXISTS (SELECT 1 FROM tidings.messages m
+                           WHERE m.id < tidings.uuid_floor((d + 1)::timestamp AT TIME ZONE 'UTC'));
+        EXECUTE format('DROP TABLE IF EXISTS tidings.%I, tidings.%I',
+                       tidings.history_partition_name('message_history', d),
+                       tidings.history_partition_name('message_event_history', d));
+        action := 'dropped'; day := d; RETURN NEXT;
+    END LOOP;
+END $function$
+;
+
+-- tidings.history_restore(uuid[]): EXECUTE by PUBLIC, tidings_worker
+CREATE OR REPLACE FUNCTION tidings.history_restore(ids uuid[])
+ RETURNS SETOF uuid
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    WITH back AS (
+        DELETE FROM tidings.message_history h
+         WHERE h.id = ANY (ids)
+           AND NOT EXISTS (SELECT 1 FROM tidings.messages m WHERE m.channel = h.channel AND m.reference = h.reference)
+        RETURNING h.*
+    )
+    INSERT INTO tidings.messages SELECT * FROM back RETURNING id
+$function$
 ;
 
 -- tidings.is_e164(jsonb): EXECUTE by the owner only
@@ -1065,7 +1145,7 @@ AS $function$
     SELECT m.id, m.channel, m.status, m.attempts, m.run_at, m.expires_at, m.provider_message_id, m.last_error,
            m.created_at, m.updated_at, m.chain_id,
            CASE WHEN m.chain_id IS NOT NULL THEN tidings.chain_of(m.chain_id) END
-      FROM tidings.messages m WHERE m.id = message_id
+      FROM tidings.messages_all m WHERE m.id = message_id
 $function$
 ;
 
@@ -1129,6 +1209,16 @@ CREATE OR REPLACE FUNCTION tidings.url_host(url text)
  IMMUTABLE
 AS $function$
     SELECT lower(substring(url FROM '^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9.-]+(?::[0-9]{1,5})?)(?:[/?#][^ ]*)?$'))
+$function$
+;
+
+-- tidings.uuid_floor(timestamp with time zone): EXECUTE by PUBLIC, tidings_worker
+CREATE OR REPLACE FUNCTION tidings.uuid_floor(at timestamp with time zone)
+ RETURNS uuid
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT (lpad(to_hex(floor(extract(epoch FROM at) * 1000)::bigint), 12, '0') || '70008000000000000000')::uuid
 $function$
 ;
 

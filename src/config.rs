@@ -265,10 +265,16 @@ pub struct WorkerConfig {
     /// How often the rescuer looks for expired leases and the sweeper for overdue scheduled messages.
     #[serde(with = "humantime_serde")]
     pub rescue_interval: Duration,
-    /// Finished messages (and their events) older than this are deleted by the pruner.
+    /// A finished message moves from the hot table to the partitioned history this long after its last change
+    /// (retryable failures stay until their validity has passed). Also how long a `reference` stays unique after
+    /// its message finished, and how long an operator may retry a failure whose validity is still running out.
+    #[serde(with = "humantime_serde")]
+    pub history_after: Duration,
+    /// The history keeps the days of creation within this; older days are dropped whole (a day a live message
+    /// was created on is kept until that message finishes).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
-    /// How often the pruner runs.
+    /// How often the history is maintained: finished messages moved, day partitions created and dropped.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
     /// Database connections of one worker process.
@@ -287,6 +293,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(1),
             grace: Duration::from_secs(30),
             rescue_interval: Duration::from_secs(15),
+            history_after: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(7 * 24 * 3600),
             prune_interval: Duration::from_secs(60),
             max_connections: 8,
@@ -549,6 +556,16 @@ impl Config {
             return Err(Error::Config(
                 "worker.max_connections: must be at least 3 (claim, completion, maintenance)"
                     .into(),
+            ));
+        }
+        if w.retention < Duration::from_secs(24 * 3600) {
+            return Err(Error::Config(
+                "worker.retention: must be at least 1d (the history is kept and dropped in whole days)".into(),
+            ));
+        }
+        if w.history_after >= w.retention {
+            return Err(Error::Config(
+                "worker.history_after: must be shorter than worker.retention".into(),
             ));
         }
         for (name, ch) in &self.channels {

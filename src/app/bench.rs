@@ -21,6 +21,8 @@ use crate::worker::Worker;
 
 const CHANNEL: &str = "bench";
 const FUTURE_CHANNEL: &str = "bench-future";
+/// The channel of the finished messages `--history-messages` puts in the history.
+const HISTORY_CHANNEL: &str = "bench-history";
 
 /// Which provider the benchmark drains to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -87,6 +89,11 @@ pub struct BenchArgs {
     /// then vacuumed, as a long-lived table holding them would have been, before the clock starts.
     #[arg(long, default_value_t = 0)]
     pub(crate) scheduled_rows: usize,
+    /// Finished messages the history holds first (three events each, created over the last 7 days, on a channel
+    /// of their own): the drain must not slow down with a long history. Added once; a later run with as many or
+    /// fewer reuses them.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) history_messages: usize,
 }
 
 /// What the benchmark measured.
@@ -187,6 +194,12 @@ pub(crate) async fn measure(args: &BenchArgs) -> Result<BenchResult> {
         // first autovacuum of the drain scans all of them (every page is still not all-visible), taking CPU from
         // the drain, and the run measures the prefill instead of the claim index.
         BenchStore(&store).vacuum().await?;
+    }
+
+    if args.history_messages > 0 {
+        BenchStore(&store)
+            .fill_history(HISTORY_CHANNEL, args.history_messages as i64, 7)
+            .await?;
     }
 
     let telemetry = TelemetryConfig::from_env()?

@@ -44,6 +44,43 @@ impl BenchStore<'_> {
         Ok(())
     }
 
+    /// Benchmark only: makes the history hold at least `n` finished messages of `channel` (three events each),
+    /// created over the last `days` days; returns how many it added (0 when a run before left enough).
+    pub(crate) async fn fill_history(&self, channel: &str, n: i64, days: i32) -> Result<i64> {
+        let pool = self.0.pool();
+        let have: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM tidings.message_history WHERE channel = $1")
+                .bind(channel)
+                .fetch_one(pool)
+                .await?;
+        if have >= n {
+            return Ok(0);
+        }
+        sqlx::query("SELECT count(*) FROM tidings.history_partitions(make_interval(days => $1 + 1), 3, (now() - make_interval(days => $1 + 1))::date)")
+            .bind(days)
+            .fetch_one(pool)
+            .await?;
+        let want = n - have;
+        let mut added = 0;
+        while added < want {
+            let chunk = (want - added).min(500_000);
+            sqlx::query(include_str!("queries/bench_history_fill.sql"))
+                .bind(chunk)
+                .bind(channel)
+                .bind(days)
+                .execute(pool)
+                .await?;
+            added += chunk;
+            eprintln!("history: {} of {want} messages added", added);
+        }
+        // At rest, as a history of past days is (otherwise the first autovacuum of these insert-only partitions
+        // runs during the drain and the run measures it).
+        sqlx::raw_sql("VACUUM (ANALYZE) tidings.message_history, tidings.message_event_history")
+            .execute(pool)
+            .await?;
+        Ok(added)
+    }
+
     /// Benchmark only: (live, sent, final) counts of a channel.
     pub(crate) async fn counts(&self, channel: &str) -> Result<(i64, i64, i64)> {
         Ok(sqlx::query_as(include_str!("queries/bench_counts.sql"))

@@ -1,11 +1,10 @@
 //! The fleet's background services: the rescuer (expired leases), the sweeper (overdue waiting messages), the
-//! pruner (old finished rows), the sampler (queue gauges) and the rollup (per-minute counts of status changes for
-//! the dashboard and the 24-hour stats). Every worker runs this loop, but only the leader does the work: the
-//! process holding the maintenance lock (see `store::Leadership`); the others try to take it every few seconds
-//! and take over within about half a minute when the leader dies or is cut off (a killed process at once).
-//! Each service is also safe when two processes overlap (SKIP LOCKED, bounded batches), so a leadership change
-//! mid-pass harms nothing. Several workers running them at
-//! once is safe: each statement locks with SKIP LOCKED and works in bounded batches.
+//! history (finished messages moved out of the hot table; day partitions created and dropped), the sampler (queue
+//! gauges) and the rollup (per-minute counts of status changes for the dashboard and the 24-hour stats). Every
+//! worker runs this loop, but only the leader does the work: the process holding the maintenance lock (see
+//! `store::Leadership`); the others try to take it every few seconds and take over within about half a minute
+//! when the leader dies or is cut off (a killed process at once). Each service is also safe when two processes
+//! overlap (SKIP LOCKED, bounded batches), so a leadership change mid-pass harms nothing.
 
 use std::time::Duration;
 
@@ -18,6 +17,9 @@ use crate::store::{Leadership, Store};
 
 /// Rows per maintenance statement: small enough never to hold locks for long.
 const BATCH: i64 = 1000;
+
+/// Day partitions of the history created ahead of need (a leader that is down for a while finds them there).
+const HISTORY_DAYS_AHEAD: i32 = 3;
 
 /// Counting the live messages may take at most this share of the sampler's time.
 const COUNT_SHARE: u32 = 100;
@@ -50,6 +52,7 @@ pub struct Maintenance {
     metrics: Metrics,
     rescue_interval: Duration,
     prune_interval: Duration,
+    history_after: Duration,
     retention: Duration,
     sample_interval: Duration,
     channels: Vec<String>,
@@ -63,6 +66,7 @@ impl Maintenance {
             metrics,
             rescue_interval: config.worker.rescue_interval,
             prune_interval: config.worker.prune_interval,
+            history_after: config.worker.history_after,
             retention: config.worker.retention,
             sample_interval: Duration::from_secs(5),
             channels: config.channels.keys().cloned().collect(),
@@ -106,7 +110,7 @@ impl Maintenance {
                     self.rescue().await;
                     self.sweep().await;
                 }
-                _ = prune.tick(), if leads => self.prune().await,
+                _ = prune.tick(), if leads => self.history().await,
                 _ = rollup.tick(), if leads => self.roll_up().await,
                 _ = sample.tick(), if leads => {
                     let now = tokio::time::Instant::now();
@@ -201,31 +205,78 @@ impl Maintenance {
         }
     }
 
-    /// Deletes finished messages older than the retention, one small batch at a time.
-    pub async fn prune(&self) {
-        let before = Utc::now()
-            - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
-        let mut total = 0;
-        loop {
-            match self.store.message_prune(before, BATCH).await {
-                Ok(n) => {
+    /// Maintains the history: creates the day partitions ahead (and drops those past the retention), then moves
+    /// every finished message that may move out of the hot table, one bounded batch (one transaction) at a time,
+    /// walking the hot table once from its oldest message. Resumable by construction: a pass that stops (a leader
+    /// change, a restart) has committed what it moved, and the next pass walks again from the start.
+    pub async fn history(&self) {
+        match self
+            .store
+            .history_partitions(self.retention, HISTORY_DAYS_AHEAD)
+            .await
+        {
+            Ok(changes) => {
+                for c in changes {
+                    tracing::info!(day = %c.day, action = %c.action, "history partition");
+                    let task = if c.action == "dropped" {
+                        "history_drop_day"
+                    } else {
+                        "history_create_day"
+                    };
                     self.metrics
                         .maintenance_rows
-                        .with_label_values(&["prune"])
-                        .inc_by(n as u64);
-                    total += n;
-                    if n < BATCH {
-                        break;
+                        .with_label_values(&[task])
+                        .inc();
+                }
+            }
+            // Without the partitions the move below fails too (nowhere to put the rows): it is tried anyway, and
+            // the next pass tries both again.
+            Err(e) => tracing::warn!(error = %e, "history partitions could not be maintained"),
+        }
+        let before = Utc::now()
+            - chrono::Duration::from_std(self.history_after).unwrap_or(chrono::Duration::MAX);
+        let mut after = None;
+        let mut total = 0;
+        loop {
+            match self.store.history_move(before, after, BATCH).await {
+                Ok(batch) => {
+                    self.metrics
+                        .maintenance_rows
+                        .with_label_values(&["history_move"])
+                        .inc_by(batch.moved as u64);
+                    total += batch.moved;
+                    match batch.resume_after {
+                        Some(id) => after = Some(id),
+                        None => break,
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "pruner failed");
+                    tracing::warn!(error = %e, "history mover failed");
                     break;
                 }
             }
         }
         if total > 0 {
-            tracing::info!(pruned = total, "old finished messages deleted");
+            tracing::info!(moved = total, "finished messages moved to the history");
+        }
+        let callbacks_before = Utc::now()
+            - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
+        loop {
+            match self.store.callback_prune(callbacks_before, BATCH).await {
+                Ok(n) => {
+                    self.metrics
+                        .maintenance_rows
+                        .with_label_values(&["callback_prune"])
+                        .inc_by(n as u64);
+                    if n < BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "callback pruning failed");
+                    break;
+                }
+            }
         }
     }
 

@@ -16,6 +16,7 @@ use crate::outcome::Outcome;
 
 mod act;
 mod callbacks;
+mod history;
 mod leader;
 mod read;
 mod receipt;
@@ -24,6 +25,7 @@ mod ui_read;
 
 pub use act::{MessageActParams, MessageAction};
 pub use callbacks::{CallbackResult, CallbackRow, MessageCallback};
+pub use history::{HistoryMoved, HistoryPartitionChange};
 pub use leader::Leadership;
 pub use read::{
     ChainRow, ChannelRow, EnqueueApiOutcome, EnqueueApiParams, LIST_SCAN_BUDGET, MessageListPage,
@@ -291,17 +293,6 @@ impl Store {
                 .execute(&self.pool)
                 .await?
                 .rows_affected(),
-        )
-    }
-
-    /// Deletes up to `limit` finished messages older than `before`, with their events; returns how many.
-    pub async fn message_prune(&self, before: DateTime<Utc>, limit: i64) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar(include_str!("queries/message_prune.sql"))
-                .bind(before)
-                .bind(limit)
-                .fetch_one(&self.pool)
-                .await?,
         )
     }
 

@@ -40,7 +40,41 @@ pub(crate) struct ReceiptApplied {
 
 impl Store {
     /// Applies a delivery receipt (see `queries/message_receipt.sql`). `None`: no such message on the channel.
+    ///
+    /// A `sent` message that already moved to the history (a receipt later than `[worker] history_after`) is
+    /// brought back to the hot table first, so the transition runs as any other does (its event, callbacks,
+    /// a fallback step waiting for the receipt). A receipt that matched a `sent` message which the mover took
+    /// away between the match and the update (it then changes nothing and still reads `sent`) is applied again.
     pub(crate) async fn message_receipt(
+        &self,
+        params: &ReceiptParams<'_>,
+    ) -> Result<Option<ReceiptApplied>> {
+        for _ in 0..3 {
+            let applied = self.message_receipt_hot(params).await?;
+            let raced = matches!(&applied, Some(a) if !a.changed && a.status == Status::Sent);
+            if !raced && applied.is_some() {
+                return Ok(applied);
+            }
+            let archived: Option<Uuid> =
+                sqlx::query_scalar(include_str!("queries/history_receipt_target.sql"))
+                    .bind(params.channel)
+                    .bind(params.message_id)
+                    .bind(params.provider_message_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            match archived {
+                Some(id) => {
+                    self.history_restore(&[id]).await?;
+                }
+                None if raced => continue,
+                None => return Ok(applied),
+            }
+        }
+        self.message_receipt_hot(params).await
+    }
+
+    /// The receipt's statement on the hot table.
+    async fn message_receipt_hot(
         &self,
         params: &ReceiptParams<'_>,
     ) -> Result<Option<ReceiptApplied>> {

@@ -695,24 +695,52 @@ async fn the_outbox_row_is_written_in_the_transitions_transaction(pool: PgPool) 
         1
     );
 
-    // Pruning a message takes its callbacks with it.
-    let mut pruning = config.clone();
-    pruning.worker.retention = Duration::ZERO;
+    // A message that moves to the history keeps its callbacks (GET /v1/messages/{id} lists them); they are
+    // pruned once over and past the retention.
+    let mut moving = config.clone();
+    moving.worker.history_after = Duration::ZERO;
     sqlx::query("UPDATE tidings.messages SET updated_at = now() - interval '1 minute'")
         .execute(&pool)
         .await
         .unwrap();
-    tidings::maintenance::Maintenance::new(
-        Store::from_pool(pool.clone()),
-        tidings::metrics::Metrics::new(),
-        &pruning,
+    sqlx::query(
+        "UPDATE tidings.event_rollup_state SET done_before = now() + interval '10 minutes'",
     )
-    .prune()
+    .execute(&pool)
+    .await
+    .unwrap();
+    let store = Store::from_pool(pool.clone());
+    let messages = scalar(&pool, "SELECT count(*) FROM tidings.messages").await;
+    tidings::maintenance::Maintenance::new(
+        store.clone(),
+        tidings::metrics::Metrics::new(),
+        &moving,
+    )
+    .history()
     .await;
     assert_eq!(
         scalar(&pool, "SELECT count(*) FROM tidings.messages").await,
         0
     );
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM tidings.message_history").await,
+        messages
+    );
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM tidings.callback_outbox").await,
+        1
+    );
+    let later = chrono::Utc::now() + chrono::Duration::minutes(1);
+    assert_eq!(
+        store.callback_prune(later, 10).await.unwrap(),
+        0,
+        "not over yet"
+    );
+    sqlx::query("UPDATE tidings.callback_outbox SET delivered_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(store.callback_prune(later, 10).await.unwrap(), 1);
     assert_eq!(
         scalar(&pool, "SELECT count(*) FROM tidings.callback_outbox").await,
         0
@@ -822,7 +850,7 @@ async fn the_worker_role_syncs_hosts_and_delivers_callbacks(pool: PgPool) {
     store.callback_stats().await.unwrap();
     assert_eq!(
         store
-            .message_prune(chrono::Utc::now() + chrono::Duration::hours(1), 10)
+            .callback_prune(chrono::Utc::now() + chrono::Duration::hours(1), 10)
             .await
             .unwrap(),
         4

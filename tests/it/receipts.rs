@@ -509,3 +509,74 @@ async fn oversize_body_is_413(pool: PgPool) {
     assert_eq!(body["error"], "body: must be at most 65536 bytes");
     assert_eq!(status_of(&pool, id).await, "sent");
 }
+
+/// Moves `id` (finished two hours ago, created three hours ago) into the history; returns its new id.
+async fn archived(pool: &PgPool, id: Uuid) -> Uuid {
+    let new: Uuid = sqlx::query_scalar(
+        "WITH n AS (SELECT tidings.uuid_v7(now() - interval '3 hours') AS id),
+              m AS (UPDATE tidings.messages SET id = (SELECT id FROM n), updated_at = now() - interval '2 hours'
+                     WHERE id = $1)
+         UPDATE tidings.message_events SET message_id = (SELECT id FROM n) WHERE message_id = $1
+         RETURNING (SELECT id FROM n)",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE tidings.event_rollup_state SET done_before = now()")
+        .execute(pool)
+        .await
+        .unwrap();
+    let store = tidings::store::Store::from_pool(pool.clone());
+    let moved = store
+        .history_move(Utc::now() - chrono::Duration::hours(1), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(moved.moved, 1);
+    new
+}
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn a_late_receipt_brings_its_message_back_from_the_history(pool: PgPool) {
+    let listener = Listener::start(&pool).await;
+    let by_provider_id = archived(&pool, sent_message(&pool, "sms", "bird-late").await).await;
+    let by_reference = archived(&pool, sent_message(&pool, "sms", "bird-late-2").await).await;
+
+    let (status, body) = listener
+        .post("sms", &bird(Some("bird-late"), None, "delivered"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({ "message_id": by_provider_id, "status": "delivered", "changed": true })
+    );
+    let (status, body) = listener
+        .post("sms", &bird(None, Some(by_reference), "delivery_failed"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "delivery_failed");
+
+    // Back in the hot table, changed as any receipt changes a message, with the event of the change; the events
+    // from before the move are still read with it.
+    assert_eq!(status_of(&pool, by_provider_id).await, "delivered");
+    assert_eq!(status_of(&pool, by_reference).await, "delivery_failed");
+    assert_eq!(receipt_events(&pool, by_provider_id).await.len(), 1);
+    let reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM tidings.events($1)")
+        .bind(by_provider_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(reasons, ["enqueued", "receipt_delivered"]);
+    let archived_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tidings.message_history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(archived_rows, 0);
+
+    // A duplicate changes nothing, wherever the message is.
+    let (status, body) = listener
+        .post("sms", &bird(Some("bird-late"), None, "delivered"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changed"], false);
+}

@@ -120,7 +120,7 @@ async fn the_worker_role_runs_every_store_query_and_nothing_more(pool: PgPool) {
     let worker_pool = pool_as(&pool, "tidings_worker").await;
     let store = Store::from_pool(worker_pool.clone());
 
-    // Everything the worker process runs: sync, claim, complete, rescue, sweep, prune, pause, stats, readiness.
+    // Everything the worker process runs: sync, claim, complete, rescue, sweep, history, pause, stats, readiness.
     store.channel_sync(&config).await.unwrap();
     assert!(store.migrations_current().await.unwrap());
     assert!(store.ping().await);
@@ -161,11 +161,24 @@ async fn the_worker_role_runs_every_store_query_and_nothing_more(pool: PgPool) {
     store.stats_last_errors(5).await.unwrap();
     assert!(store.message_get(ids[0]).await.unwrap().is_some());
     store.message_events(ids[0]).await.unwrap();
-    let pruned = store
-        .message_prune(chrono::Utc::now() + chrono::Duration::hours(1), 10)
+    sqlx::query("UPDATE tidings.event_rollup_state SET done_before = now() + interval '1 hour'")
+        .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(pruned, 2, "the two sent messages are pruned");
+    store
+        .history_partitions(Duration::from_secs(7 * 24 * 3600), 3)
+        .await
+        .unwrap();
+    let moved = store
+        .history_move(chrono::Utc::now() + chrono::Duration::hours(1), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(moved.moved, 2, "the two sent messages move to the history");
+    assert_eq!(
+        store.history_restore(&[claimed[0].id]).await.unwrap(),
+        [claimed[0].id]
+    );
+    store.callback_prune(chrono::Utc::now(), 10).await.unwrap();
 
     // A whole worker under the role drains the queue (LISTEN included).
     enqueue_n(&pool, "sms", 50).await;
@@ -184,7 +197,8 @@ async fn the_worker_role_runs_every_store_query_and_nothing_more(pool: PgPool) {
     .await;
     shutdown.stop.cancel();
     worker.await.unwrap().unwrap();
-    assert_eq!(count(&pool, "sent").await, 51);
+    // The 51 drained, and the one brought back from the history above.
+    assert_eq!(count(&pool, "sent").await, 52);
 
     // No DDL, no roles, no producer-only or foreign objects.
     let forbidden = [
