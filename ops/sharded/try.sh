@@ -21,18 +21,21 @@ LOGS=$(mktemp -d)
 PIDS=()
 
 cleanup() {
-    # SIGTERM: the workers drain and exit; then the scratch databases go.
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # SIGTERM, last started first: the workers drain and exit before the sandbox goes; then the databases.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill "${PIDS[$i]}" 2>/dev/null || true
+        wait "${PIDS[$i]}" 2>/dev/null || true
+    done
     psql -qX "$PGURL/postgres" -c 'DROP DATABASE IF EXISTS tidings_shard_a' -c 'DROP DATABASE IF EXISTS tidings_shard_b'
     echo "logs: $LOGS"
 }
 trap cleanup EXIT
 
-q() { psql -qXAt -v ON_ERROR_STOP=1 "$@"; }
+q() { psql -qXAt -v ON_ERROR_STOP=1 -v VERBOSITY=terse "$@"; }
 
 echo "== two databases, each migrated with its own shard's config"
-psql -qX "$PGURL/postgres" -c 'DROP DATABASE IF EXISTS tidings_shard_a' -c 'DROP DATABASE IF EXISTS tidings_shard_b' \
+psql -qX "$PGURL/postgres" -c 'SET client_min_messages = warning' \
+    -c 'DROP DATABASE IF EXISTS tidings_shard_a' -c 'DROP DATABASE IF EXISTS tidings_shard_b' \
     -c 'CREATE DATABASE tidings_shard_a' -c 'CREATE DATABASE tidings_shard_b'
 DATABASE_URL=$A "$TIDINGS" migrate --config "$HERE/shard-a.toml"
 DATABASE_URL=$B "$TIDINGS" migrate --config "$HERE/shard-b.toml"
@@ -76,6 +79,19 @@ for pair in "$A $ID_SMS" "$A $ID_BACKUP" "$B $ID_MKT"; do
     [ "$(status "$1" "$2")" = sent ] || { echo "FAIL: $2 is $(status "$1" "$2"), not sent"; ok=false; }
 done
 
+echo "== one maintenance leader per shard (the leader lock is an advisory lock, scoped to its database)"
+for shard in a b; do
+    for _ in $(seq 100); do
+        grep -q "now runs the fleet's maintenance" "$LOGS/worker-$shard.log" && break
+        sleep 0.1
+    done
+    if grep -q "now runs the fleet's maintenance" "$LOGS/worker-$shard.log"; then
+        echo "shard ${shard^^}: its worker is the leader"
+    else
+        echo "FAIL: shard ${shard^^}'s worker never became leader"; ok=false
+    fi
+done
+
 echo "== a shard refuses a channel it does not own"
 if out=$(q "$A" -c "SELECT tidings.enqueue(channel => 'sms-marketing', recipient => '{\"phone\": \"+31612345678\"}', content => '$BODY')" 2>&1); then
     echo "FAIL: shard A accepted a message for sms-marketing: $out"; ok=false
@@ -95,6 +111,29 @@ if id=$(q "$A" -c "SELECT tidings.enqueue(channel => 'sms', recipient => '{\"pho
     echo "shard A: a fallback step on sms-backup (same shard) is accepted: $id"
 else
     ok=false
+fi
+
+echo "== a channel the database knows but no worker serves: accepted, then stranded (the mistake to avoid)"
+# Shard B's config synced into shard A's database by mistake: A now knows sms-marketing, A's workers do not serve it.
+DATABASE_URL=$A "$TIDINGS" migrate --config "$HERE/shard-b.toml" >/dev/null
+STRAY=$(q "$A" -c "SELECT tidings.enqueue(channel => 'sms-marketing', recipient => '{\"phone\": \"+31612345678\"}', content => '$BODY')")
+echo "shard A accepted $STRAY; the stray check of docs/sharding.md finds it:"
+q "$A" -c "SELECT channel, status, count(*) FROM tidings.messages
+            WHERE status IN ('accepted', 'scheduled', 'processing') AND channel <> ALL ('{sms,sms-backup}')
+            GROUP BY 1, 2" | tr '|' ' '
+# A message of a served channel enqueued after it, once sent, shows a claim went past the stray one: the claim takes
+# due messages in (priority, run_at) order, up to a thousand at a time, so it would have taken both.
+AFTER=$(q "$A" -c "SELECT tidings.enqueue(channel => 'sms', recipient => '{\"phone\": \"+31612345678\"}', content => '$BODY')")
+for _ in $(seq 100); do [ "$(status "$A" "$AFTER")" = sent ] && break; sleep 0.1; done
+echo "later sms message: $(status "$A" "$AFTER"); the sms-marketing one: $(status "$A" "$STRAY")"
+[ "$(status "$A" "$AFTER")" = sent ] && [ "$(status "$A" "$STRAY")" = accepted ] ||
+    { echo "FAIL: expected the later sms message sent and the stray one still accepted"; ok=false; }
+# The clean-up of a move's last step: forget the channel, so that shard A refuses it again.
+q "$A" -c "DELETE FROM tidings.messages WHERE id = '$STRAY'" -c "DELETE FROM tidings.channels WHERE name = 'sms-marketing'"
+if out=$(q "$A" -c "SELECT tidings.enqueue(channel => 'sms-marketing', recipient => '{\"phone\": \"+31612345678\"}', content => '$BODY')" 2>&1); then
+    echo "FAIL: shard A still accepts sms-marketing: $out"; ok=false
+else
+    echo "after DELETE FROM tidings.channels, shard A: $out"
 fi
 
 $ok && echo "== all held" || { echo "== FAILED"; exit 1; }
