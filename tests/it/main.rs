@@ -11,6 +11,7 @@ mod callbacks;
 mod enqueue_sql;
 mod fallback;
 mod faults;
+mod hosts;
 mod leader;
 mod operator_cli;
 mod ops;
