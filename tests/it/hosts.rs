@@ -1,8 +1,9 @@
 //! Workers as separate hosts: each `tidings worker` runs in a network namespace the test makes (`ip netns add`, a
 //! veth pair, a private /30), and reaches the database and the sandbox provider only over its veth. Shown here:
-//! the 429 pause and the rate limit hold for every host at once; a host cut off mid-drain (its link set down)
-//! loses nothing, its messages are rescued by the others after the lease, and a message reaches the provider twice
-//! only when a rescue (lease expired) came between the two sends. `drain_rate_by_host_count` (ignored; run by
+//! a 429 met by one host pauses the channel on the others too, and the rate limit holds for the hosts together;
+//! the leader cut off mid-drain (its link set down) loses nothing: another host takes over and rescues its
+//! messages after the lease, and a message reaches the provider twice only when a rescue (lease expired) came
+//! before the second request. `drain_rate_by_host_count` (ignored; run by
 //! `ops/hosts.sh`) measures the drain rate with 1, 2, 4… hosts.
 //!
 //! Needs root and `ip` (iproute2); without them each test passes after saying why on stderr.
@@ -175,16 +176,18 @@ struct Hosts {
     http: reqwest::Client,
 }
 
-/// Why hosts in network namespaces cannot be made here, if they cannot.
+/// Why hosts in network namespaces cannot be made here, if they cannot: a namespace and a veth pair into it.
 fn unsupported() -> Option<String> {
-    let probe = format!("tdprobe{:08x}", rand::random::<u32>());
-    match ip(&["netns", "add", &probe]) {
-        Ok(()) => {
-            let _ = ip(&["netns", "del", &probe]);
-            None
-        }
-        Err(e) => Some(e),
-    }
+    let id = format!("{:08x}", rand::random::<u32>());
+    let (ns, veth) = (format!("tdprobe{id}"), format!("tdp{id}"));
+    let made = ip(&["netns", "add", &ns]).and_then(|()| {
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "probe", "netns", &ns,
+        ])
+    });
+    let _ = ip(&["link", "del", &veth]);
+    let _ = ip(&["netns", "del", &ns]);
+    made.err()
 }
 
 /// Makes one host per entry of `providers`, whose forwarders lead to the server of `DATABASE_URL` and to that
@@ -383,8 +386,7 @@ impl Drop for Hosts {
     fn drop(&mut self) {
         self.kill_workers();
         for host in &self.hosts {
-            host.db.stop.cancel();
-            host.provider.stop.cancel();
+            // (Its forwarders stop when they are dropped, after this.)
             let _ = std::fs::remove_file(&host.config_path);
             if std::thread::panicking() {
                 eprintln!("worker log of {}: {}", host.ns, host.log_path.display());
