@@ -12,6 +12,7 @@ mod enqueue_sql;
 mod fallback;
 mod faults;
 mod history;
+mod hosts;
 mod leader;
 mod operator_cli;
 mod ops;
