@@ -577,3 +577,14 @@ fn the_compose_config_still_parses() {
     // Its channel is plain http to the compose network's sandbox: allowed there, explicitly.
     Config::parse(include_str!("../../ops/tidings.compose.toml")).unwrap();
 }
+
+#[test]
+fn the_sharded_example_configs_still_parse() {
+    // docs/sharding.md's worked example: each shard's own channels.
+    for toml in [
+        include_str!("../../ops/sharded/shard-a.toml"),
+        include_str!("../../ops/sharded/shard-b.toml"),
+    ] {
+        Config::parse(toml).unwrap();
+    }
+}
