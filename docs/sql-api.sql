@@ -697,24 +697,26 @@ END $function$
 -- tidings.events(uuid): EXECUTE by tidings_producer
 CREATE OR REPLACE FUNCTION tidings.events(message_id uuid)
  RETURNS TABLE(at timestamp with time zone, status tidings.message_status, reason text, attempt integer, started_at timestamp with time zone, detail jsonb, message uuid, channel text)
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
-    WITH ids AS (
-        SELECT events.message_id AS id
-        UNION
-        SELECT c.id
-          FROM tidings.messages_all m
-          JOIN tidings.messages_all c ON c.chain_id = m.chain_id
-         WHERE m.id = events.message_id AND m.chain_id IS NOT NULL
-    )
-    SELECT e.at, e.status, e.reason, e.attempt, e.started_at, e.detail, e.message_id, m.channel
-      FROM ids
-      JOIN tidings.message_events_all e ON e.message_id = ids.id
-      LEFT JOIN tidings.messages_all m ON m.id = e.message_id
-     ORDER BY e.id
-$function$
+DECLARE
+    ids uuid[];
+BEGIN
+    SELECT array_agg(c.id) INTO ids
+      FROM tidings.messages_all m
+      JOIN tidings.messages_all c ON c.chain_id = m.chain_id
+     WHERE m.id = events.message_id AND m.chain_id IS NOT NULL;
+    ids := coalesce(ids, ARRAY[events.message_id]);
+    RETURN QUERY
+    SELECT e.at, e.status, e.reason, e.attempt, e.started_at, e.detail, e.message_id,
+           (SELECT m.channel FROM tidings.messages_all m WHERE m.id = e.message_id)
+      FROM tidings.message_events_all e
+     WHERE e.message_id = ANY (ids)
+     ORDER BY e.id;
+END $function$
 ;
 
 -- tidings.fallback_advance(): EXECUTE by the owner only
@@ -1138,15 +1140,18 @@ AS $function$ SELECT interval '10 minutes' $function$
 -- tidings.status(uuid): EXECUTE by tidings_producer
 CREATE OR REPLACE FUNCTION tidings.status(message_id uuid)
  RETURNS TABLE(id uuid, channel text, status tidings.message_status, attempts integer, run_at timestamp with time zone, expires_at timestamp with time zone, provider_message_id text, last_error text, created_at timestamp with time zone, updated_at timestamp with time zone, chain_id uuid, chain jsonb)
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
+BEGIN
+    RETURN QUERY
     SELECT m.id, m.channel, m.status, m.attempts, m.run_at, m.expires_at, m.provider_message_id, m.last_error,
            m.created_at, m.updated_at, m.chain_id,
            CASE WHEN m.chain_id IS NOT NULL THEN tidings.chain_of(m.chain_id) END
-      FROM tidings.messages_all m WHERE m.id = message_id
-$function$
+      FROM tidings.messages_all m WHERE m.id = status.message_id;
+END $function$
 ;
 
 -- tidings.suppress(text,text,text): EXECUTE by tidings_producer
