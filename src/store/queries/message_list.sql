@@ -14,7 +14,7 @@
 -- Hot table and history alike (tidings.messages_all): each filter is pushed into both sides, the history's partitions
 -- have the same indexes (message_history_*), and the newest-first walk is a merge of their primary keys. The
 -- recipient lookup table only holds hot messages; in the history the phone number is indexed on the table itself
--- (the `archived` arm, which folds away on the hot side).
+-- (message_history_recipient), and both give ids to the one list the primary keys are probed with.
 SELECT id, channel, status::text AS status, use_case, priority, recipient, tags, reference, attempts, max_attempts,
        provider_message_id, last_error, scheduled_for, run_at, expires_at, created_at, updated_at
   FROM tidings.messages_all
@@ -29,10 +29,11 @@ SELECT id, channel, status::text AS status, use_case, priority, recipient, tags,
    AND ($7::text IS NULL OR use_case = $7)
    AND ($8::text IS NULL OR (reference = $8 AND id = ANY (ARRAY(
            SELECT r.id FROM tidings.channels c, tidings.messages_all r WHERE r.channel = c.name AND r.reference = $8))))
-   AND ($9::text[] IS NULL OR (recipient ->> 'phone' = ANY ($9::text[]) AND (id = ANY (ARRAY(
-           SELECT r.message_id FROM tidings.message_recipients r WHERE r.phone = ANY ($9::text[])))
-        OR (archived AND recipient ? 'phone'
-            AND left(recipient ->> 'phone', 64) COLLATE "C" = ANY (ARRAY(SELECT left(p, 64) FROM unnest($9::text[]) p))))))
+   AND ($9::text[] IS NULL OR (recipient ->> 'phone' = ANY ($9::text[]) AND id = ANY (ARRAY(
+           SELECT r.message_id FROM tidings.message_recipients r WHERE r.phone = ANY ($9::text[])
+           UNION ALL
+           SELECT h.id FROM tidings.message_history h
+            WHERE h.recipient ? 'phone' AND left(h.recipient ->> 'phone', 64) COLLATE "C" = ANY ($9::text[])))))
    AND ($12::text IS NULL OR provider_message_id = $12)
  ORDER BY id DESC
  LIMIT $10
