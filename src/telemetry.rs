@@ -417,26 +417,19 @@ pub(crate) fn remote_context(traceparent: &str, tracestate: Option<&str>) -> Opt
 /// The `traceparent` header of the span current in this task (the attempt's, while the adapter runs), for
 /// providers that take one; `None` when traces are off.
 pub(crate) fn current_traceparent() -> Option<String> {
-    let cx = Context::current();
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
+    // Read in place: with traces off there is no context to clone, only the empty one to look at.
+    Context::map_current(|cx| {
+        let span = cx.span();
+        let sc = span.span_context();
+        sc.is_valid().then(|| {
+            format!(
+                "00-{}-{}-{:02x}",
+                sc.trace_id(),
+                sc.span_id(),
+                sc.trace_flags().to_u8()
+            )
+        })
     })
-}
-
-/// Runs `fut` with `cx` as the current context (so an adapter can read [`current_traceparent`]), or as is.
-pub(crate) async fn within<F: std::future::Future>(cx: Option<&Context>, fut: F) -> F::Output {
-    use opentelemetry::context::FutureExt as _;
-    match cx {
-        Some(cx) => fut.with_context(cx.clone()).await,
-        None => fut.await,
-    }
 }
 
 #[cfg(test)]
