@@ -185,15 +185,17 @@ impl Producer {
             lease: self.lease,
             channels,
         };
-        let started = std::time::SystemTime::now();
-        let claimed = self.store.message_claim(&params).await;
-        // The claim's span (when traces are on and it was kept), for each attempt's link.
-        let claim_span = self
-            .executor
-            .telemetry
-            .as_ref()
-            .and_then(|t| t.claim(started, want, channels, claimed.as_ref().map(Vec::len)));
-        let claimed = claimed?;
+        // With traces on, the claim's span (when it was kept), for each attempt's link, and the messages' trace
+        // contexts; with traces off, neither.
+        let (claimed, claim_span) = match &self.executor.telemetry {
+            None => (self.store.message_claim_untraced(&params).await?, None),
+            Some(t) => {
+                let started = std::time::SystemTime::now();
+                let claimed = self.store.message_claim(&params).await;
+                let span = t.claim(started, want, channels, claimed.as_ref().map(Vec::len));
+                (claimed?, span)
+            }
+        };
         let got = claimed.len();
         let metrics = &self.executor.metrics;
         metrics.claim_batch_size.observe(got as f64);
