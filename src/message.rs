@@ -49,12 +49,14 @@ pub struct Message {
     pub tracestate: Option<String>,
 }
 
-/// By position, in the order of the `RETURNING` list of `queries/message_claim.sql` (keep the two in step; every
+/// By position, in the order of the `RETURNING` list of `queries/message_claim.sql`, followed by
+/// `queries/message_claim_trace.sql`'s when the claim carries the trace context (keep them in step; every
 /// claim test fails at once if they are not): looking the columns up by name hashes each name for each row, on
 /// the hottest path. Types are still checked column by column.
 impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Message {
     fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
         use sqlx::Row;
+        let traced = row.len() > 17;
         Ok(Message {
             id: row.try_get(0)?,
             channel: row.try_get(1)?,
@@ -73,8 +75,9 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Message {
             created_at: row.try_get(14)?,
             lease_id: row.try_get(15)?,
             suppressed: row.try_get(16)?,
-            traceparent: row.try_get(17)?,
-            tracestate: row.try_get(18)?,
+            // Present only when the claim asked for them (`Store::message_claim`, traces on).
+            traceparent: if traced { row.try_get(17)? } else { None },
+            tracestate: if traced { row.try_get(18)? } else { None },
         })
     }
 }

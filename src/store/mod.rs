@@ -203,13 +203,29 @@ impl Store {
     }
 
     /// Claims due messages (see `queries/message_claim.sql`), with the plan pinned by
-    /// `queries/message_claim_plan.sql` in the same transaction.
+    /// `queries/message_claim_plan.sql` in the same transaction, and with each message's trace context
+    /// ([`Message::traceparent`], [`Message::tracestate`]; `queries/message_claim_trace.sql`).
     pub async fn message_claim(&self, params: &ClaimParams<'_>) -> Result<Vec<Message>> {
+        const SQL: &str = concat!(
+            include_str!("queries/message_claim.sql"),
+            include_str!("queries/message_claim_trace.sql")
+        );
+        self.claim(SQL, params).await
+    }
+
+    /// [`Store::message_claim`] without the trace context (`traceparent` and `tracestate` are `None`): what a
+    /// worker with traces off claims, two columns fewer to send and decode per message.
+    pub async fn message_claim_untraced(&self, params: &ClaimParams<'_>) -> Result<Vec<Message>> {
+        self.claim(include_str!("queries/message_claim.sql"), params)
+            .await
+    }
+
+    async fn claim(&self, sql: &'static str, params: &ClaimParams<'_>) -> Result<Vec<Message>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(include_str!("queries/message_claim_plan.sql"))
             .execute(&mut *tx)
             .await?;
-        let claimed = sqlx::query_as(include_str!("queries/message_claim.sql"))
+        let claimed = sqlx::query_as(sql)
             .bind(params.limit)
             .bind(params.lease_id)
             .bind(params.lease.as_millis() as f64)

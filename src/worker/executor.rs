@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
+use opentelemetry::trace::SpanContext;
 use serde_json::json;
 use tidings_client::Status;
 use tracing::Instrument;
@@ -55,26 +56,15 @@ pub(crate) struct Executor {
 
 impl Executor {
     /// Runs one message to an outcome. Never panics outward: an adapter panic becomes `sending_failed`.
-    /// `claim` is the span of the claim that took it (when traces are on).
-    pub(crate) async fn run(
-        &self,
-        message: Message,
-        claim: Option<opentelemetry::trace::SpanContext>,
-    ) -> Completion {
+    /// Builds no trace span: with traces off this is the whole per-message path.
+    pub(crate) async fn run(&self, message: Message) -> Completion {
         let started_at = Utc::now();
         let span = tracing::info_span!("attempt", message_id = %message.id, channel = %message.channel,
             attempt = message.attempt());
-        let trace = self.telemetry.as_ref().map(|t| {
-            let kind = self
-                .channels
-                .get(&message.channel)
-                .map_or("", |c| c.kind.as_str());
-            t.attempt(&message, kind, claim.as_ref())
-        });
         let outcome = async {
             tokio::select! {
                 biased;
-                outcome = self.attempt(&message, started_at, trace.as_ref()) => outcome,
+                outcome = self.attempt(&message, started_at) => outcome,
                 // The grace period is over: give the message back untouched (it may have reached the
                 // provider; the next attempt reuses the same idempotency key).
                 _ = self.shutdown.abort.cancelled() => Outcome::Released,
@@ -82,9 +72,6 @@ impl Executor {
         }
         .instrument(span)
         .await;
-        if let Some(cx) = &trace {
-            telemetry::attempted(cx, &outcome);
-        }
         Completion {
             id: message.id,
             lease_id: message.lease_id,
@@ -94,13 +81,34 @@ impl Executor {
         }
     }
 
-    /// Policy, then the provider, then the policy again on a failure.
-    async fn attempt(
+    /// [`Executor::run`] within an attempt span (when traces are on), linked to `claim`, the span of the claim
+    /// that took the message when it was kept. The span is the current context while the attempt runs, so an
+    /// adapter can pass it on ([`telemetry::current_traceparent`]); it ends with the outcome.
+    ///
+    /// An entry point of its own rather than `Option`s threaded through [`Executor::run`]: with traces off the
+    /// producer calls `run`, whose future then holds no span context, link or wrapper (moving them with every
+    /// message was most of what traces cost a worker with traces off).
+    pub(crate) async fn run_traced(
         &self,
-        message: &Message,
-        now: DateTime<Utc>,
-        trace: Option<&opentelemetry::Context>,
-    ) -> Outcome {
+        message: Message,
+        claim: Option<SpanContext>,
+    ) -> Completion {
+        use opentelemetry::context::FutureExt as _;
+        let Some(telemetry) = &self.telemetry else {
+            return self.run(message).await;
+        };
+        let kind = self
+            .channels
+            .get(&message.channel)
+            .map_or("", |c| c.kind.as_str());
+        let cx = telemetry.attempt(&message, kind, claim.as_ref());
+        let completion = self.run(message).with_context(cx.clone()).await;
+        telemetry::attempted(&cx, &completion.outcome);
+        completion
+    }
+
+    /// Policy, then the provider, then the policy again on a failure.
+    async fn attempt(&self, message: &Message, now: DateTime<Utc>) -> Outcome {
         let Some(channel) = self.channels.get(&message.channel) else {
             // Claims only name configured channels, so this is a bug; keep the message, say so.
             tracing::error!(channel = %message.channel, "claimed a message of an unconfigured channel");
@@ -132,7 +140,7 @@ impl Executor {
             Decision::Finish(outcome) => return outcome,
         }
         let clock = Instant::now();
-        let result = match self.call(channel, message, now, trace).await {
+        let result = match self.call(channel, message, now).await {
             Ok(result) => result,
             Err(panicked) => return panicked,
         };
@@ -176,22 +184,18 @@ impl Executor {
     }
 
     /// Calls the adapter within the channel's timeout (plus a second's grace). `Err` is the outcome of an adapter
-    /// that panicked; a timeout is a transient error like any other. With traces on, the attempt's span is the
-    /// current context while the adapter runs (an adapter may pass it on as a `traceparent` header).
+    /// that panicked; a timeout is a transient error like any other.
     async fn call(
         &self,
         channel: &ChannelRuntime,
         message: &Message,
         now: DateTime<Utc>,
-        trace: Option<&opentelemetry::Context>,
     ) -> Result<SendResult, Outcome> {
         // `send` is called inside the guarded future: an adapter that panics before returning its future
         // (while building the request) is caught too, instead of killing the task and stranding the message in
         // `processing` until its lease expires (and then again on every retry).
-        let call = AssertUnwindSafe(telemetry::within(trace, async {
-            channel.provider.send(message, now).await
-        }))
-        .catch_unwind();
+        let call =
+            AssertUnwindSafe(async { channel.provider.send(message, now).await }).catch_unwind();
         match tokio::time::timeout(channel.timeout + std::time::Duration::from_secs(1), call).await
         {
             Ok(Ok(result)) => Ok(result),

@@ -185,15 +185,17 @@ impl Producer {
             lease: self.lease,
             channels,
         };
-        let started = std::time::SystemTime::now();
-        let claimed = self.store.message_claim(&params).await;
-        // The claim's span (when traces are on and it was kept), for each attempt's link.
-        let claim_span = self
-            .executor
-            .telemetry
-            .as_ref()
-            .and_then(|t| t.claim(started, want, channels, claimed.as_ref().map(Vec::len)));
-        let claimed = claimed?;
+        // With traces on, the claim's span (when it was kept), for each attempt's link, and the messages' trace
+        // contexts; with traces off, neither.
+        let (claimed, claim_span) = match &self.executor.telemetry {
+            None => (self.store.message_claim_untraced(&params).await?, None),
+            Some(t) => {
+                let started = std::time::SystemTime::now();
+                let claimed = self.store.message_claim(&params).await;
+                let span = t.claim(started, want, channels, claimed.as_ref().map(Vec::len));
+                (claimed?, span)
+            }
+        };
         let got = claimed.len();
         let metrics = &self.executor.metrics;
         metrics.claim_batch_size.observe(got as f64);
@@ -226,17 +228,28 @@ impl Producer {
             inflight.inc();
             let executor = self.executor.clone();
             let completions = self.completions.clone();
-            let claim_span = claim_span.clone();
             // Boxed: the attempt's future is a few kilobytes (timeouts, the adapter call, the frequency check),
             // and tokio moves a task's future by value when it stores it and when it reads the result; the box
-            // is moved instead (the measurement is in the README's Performance section).
-            tasks.spawn(Box::pin(async move {
-                let completion = executor.run(message, claim_span).await;
-                // The slot frees once the completer has the outcome: a slow database slows claiming.
-                let _ = completions.send(completion).await;
-                inflight.dec();
-                drop(permit);
-            }));
+            // is moved instead (the measurement is in the README's Performance section). Traced or not is
+            // decided here, once per message: the untraced task is the attempt alone, with no span context in it.
+            match &self.executor.telemetry {
+                None => tasks.spawn(Box::pin(async move {
+                    let completion = executor.run(message).await;
+                    // The slot frees once the completer has the outcome: a slow database slows claiming.
+                    let _ = completions.send(completion).await;
+                    inflight.dec();
+                    drop(permit);
+                })),
+                Some(_) => {
+                    let claim_span = claim_span.clone();
+                    tasks.spawn(Box::pin(async move {
+                        let completion = executor.run_traced(message, claim_span).await;
+                        let _ = completions.send(completion).await;
+                        inflight.dec();
+                        drop(permit);
+                    }))
+                }
+            };
         }
         // Unused reserved slots are released when `reserved` drops.
         Ok((got, want))

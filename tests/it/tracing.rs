@@ -20,6 +20,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use tidings::config::Config;
 use tidings::shutdown::Shutdown;
+use tidings::store::ClaimParams;
 use tidings::telemetry::{Telemetry, TelemetryConfig};
 use tidings::worker::Worker;
 use tidings_client::NewMessage;
@@ -381,6 +382,53 @@ async fn a_sampler_that_keeps_nothing_exports_nothing_and_still_propagates(pool:
         .to_str()
         .unwrap();
     assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{tp}");
+}
+
+/// A worker with traces off claims without the trace context (two columns fewer per message), and every other
+/// column still lands in its field; the claim of a worker with traces on carries it.
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn the_claim_carries_the_trace_context_only_for_a_traced_worker(pool: PgPool) {
+    let config = webhook_config("http://127.0.0.1:9");
+    let store = sync(&pool, &config).await;
+    let message = || {
+        NewMessage::raw(
+            "hooks",
+            json!({ "phone": PHONE }),
+            json!({ "text": CONTENT }),
+        )
+        .traceparent(traceparent())
+        .tracestate("congo=t61rcWkgMzE")
+        .priority(3)
+    };
+    let first = message().enqueue(&pool).await.unwrap();
+    let second = message().enqueue(&pool).await.unwrap();
+    let channels = vec!["hooks".to_owned()];
+    let params = ClaimParams {
+        limit: 1,
+        lease_id: Uuid::now_v7(),
+        lease: Duration::from_secs(60),
+        channels: &channels,
+    };
+
+    let untraced = store.message_claim_untraced(&params).await.unwrap();
+    assert_eq!(untraced.len(), 1);
+    let m = &untraced[0];
+    assert_eq!((m.id, m.channel.as_str()), (first, "hooks"));
+    assert_eq!(
+        (m.priority, m.lease_id, m.suppressed),
+        (3, params.lease_id, false)
+    );
+    assert_eq!(
+        (m.traceparent.as_deref(), m.tracestate.as_deref()),
+        (None, None)
+    );
+
+    let traced = store.message_claim(&params).await.unwrap();
+    assert_eq!(traced.len(), 1);
+    let m = &traced[0];
+    assert_eq!((m.id, m.priority, m.suppressed), (second, 3, false));
+    assert_eq!(m.traceparent.as_deref(), Some(traceparent().as_str()));
+    assert_eq!(m.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
 }
 
 #[sqlx::test(migrator = "tidings::store::MIGRATOR")]

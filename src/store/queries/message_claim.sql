@@ -10,8 +10,8 @@
 -- The RETURNING list is decoded by position (`Message::from_row`): change both together.
 -- `suppressed`: the recipient opted out for this channel kind (checked here, at dispatch, so a late STOP wins);
 -- the opt-out list is probed only when it is not empty (the EXISTS over the whole list is an InitPlan, run once).
--- `traceparent`, `tracestate`: the producer's trace context, for the attempt span's link; NULL (one bit of the
--- row's null bitmap, nothing on the wire but the -1 length) for a message enqueued without one.
+-- The list ends here for a worker with traces off; with traces on, message_claim_trace.sql is appended to it
+-- (the producer's trace context, two columns a worker with traces off neither receives nor decodes).
 WITH due AS (
     SELECT id
       FROM tidings.messages due_row
@@ -37,5 +37,4 @@ RETURNING m.id, m.channel, m.recipient, m.content, m.use_case, m.priority, m.sch
                               FROM tidings.suppressions s
                               JOIN tidings.channels c ON c.kind = s.channel_kind
                              WHERE c.name = m.channel AND s.recipient = tidings.recipient_key(m.recipient))
-               ELSE false END AS suppressed,
-          m.traceparent, m.tracestate
+               ELSE false END AS suppressed
