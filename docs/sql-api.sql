@@ -701,6 +701,7 @@ CREATE OR REPLACE FUNCTION tidings.events(message_id uuid)
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
 AS $function$
 DECLARE
     ids uuid[];
@@ -713,8 +714,8 @@ BEGIN
     RETURN QUERY
     SELECT e.at, e.status, e.reason, e.attempt, e.started_at, e.detail, e.message_id,
            (SELECT m.channel FROM tidings.messages_all m WHERE m.id = e.message_id)
-      FROM tidings.message_events_all e
-     WHERE e.message_id = ANY (ids)
+      FROM unnest(ids) AS i(id)
+     CROSS JOIN LATERAL (SELECT * FROM tidings.message_events_all x WHERE x.message_id = i.id) e
      ORDER BY e.id;
 END $function$
 ;
@@ -1144,6 +1145,7 @@ CREATE OR REPLACE FUNCTION tidings.status(message_id uuid)
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
 AS $function$
 BEGIN
     RETURN QUERY

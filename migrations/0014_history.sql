@@ -154,13 +154,14 @@ $$;
 -- PL/pgSQL rather than SQL, with generic plans: its statements' plans are then made once per session, where a SQL
 -- function's body is planned again on every call, and planning over the history's partitions (about 5 ms with a
 -- week of days) costs far more than running the lookup (an index probe; the other days are pruned as it runs,
--- or probed by index in a few microseconds each).
+-- or probed by index in a few microseconds each). JIT off: the estimates over every partition can pass JIT's cost
+-- threshold, and compiling takes tens of milliseconds for a lookup of three rows.
 CREATE OR REPLACE FUNCTION tidings.status(message_id uuid)
 RETURNS TABLE (id uuid, channel text, status tidings.message_status, attempts integer, run_at timestamptz,
                expires_at timestamptz, provider_message_id text, last_error text, created_at timestamptz,
                updated_at timestamptz, chain_id uuid, chain jsonb)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan AS $$
+SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 BEGIN
     RETURN QUERY
     SELECT m.id, m.channel, m.status, m.attempts, m.run_at, m.expires_at, m.provider_message_id, m.last_error,
@@ -169,13 +170,14 @@ BEGIN
       FROM tidings.messages_all m WHERE m.id = status.message_id;
 END $$;
 
--- The ids to read are found first (the message, or every message of its chain), then their events: a join of the
--- two would not let the history's event partitions be pruned or probed by index.
+-- The ids to read are found first (the message, or every message of its chain), then the events of each id in turn
+-- (a lateral join: each probe prunes the history to its id's day; `message_id = ANY (ids)` under a generic plan is
+-- estimated at thousands of rows and planned as a parallel scan).
 CREATE OR REPLACE FUNCTION tidings.events(message_id uuid)
 RETURNS TABLE (at timestamptz, status tidings.message_status, reason text, attempt integer, started_at timestamptz,
                detail jsonb, message uuid, channel text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan AS $$
+SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 DECLARE
     ids uuid[];
 BEGIN
@@ -187,8 +189,8 @@ BEGIN
     RETURN QUERY
     SELECT e.at, e.status, e.reason, e.attempt, e.started_at, e.detail, e.message_id,
            (SELECT m.channel FROM tidings.messages_all m WHERE m.id = e.message_id)
-      FROM tidings.message_events_all e
-     WHERE e.message_id = ANY (ids)
+      FROM unnest(ids) AS i(id)
+     CROSS JOIN LATERAL (SELECT * FROM tidings.message_events_all x WHERE x.message_id = i.id) e
      ORDER BY e.id;
 END $$;
 
