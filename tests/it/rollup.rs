@@ -105,6 +105,26 @@ async fn the_rollup_counts_what_the_events_say_and_recounts_late_commits(pool: P
 }
 
 #[sqlx::test(migrator = "tidings::store::MIGRATOR")]
+async fn a_fresh_install_catches_up_from_its_first_event_in_one_pass(pool: PgPool) {
+    // A fresh install's state starts 25 hours back; with events only from the last minutes, one pass counts them
+    // and ends at the last whole minute, instead of walking the empty hours one pass each.
+    let config = config(None, "");
+    let store = sync(&pool, &config).await;
+    enqueue_n(&pool, "sms", 3).await;
+    sqlx::query("UPDATE tidings.message_events SET at = at - interval '3 minutes'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let done = store.event_rollup(DAY).await.unwrap().expect("a pass");
+    let behind = chrono::Utc::now() - done;
+    assert!(
+        behind < chrono::Duration::minutes(3),
+        "one pass reaches the last whole minute, not {behind} back"
+    );
+    assert_eq!(rolled_up(&pool).await, 3);
+}
+
+#[sqlx::test(migrator = "tidings::store::MIGRATOR")]
 async fn one_process_rolls_up_at_a_time(pool: PgPool) {
     let config = config(None, "");
     let store = sync(&pool, &config).await;
