@@ -155,42 +155,48 @@ impl Maintenance {
         leader
     }
 
-    /// Makes messages whose lease expired claimable again (or finishes them when attempts or validity ran out).
-    pub(crate) async fn rescue(&self) {
+    /// Runs one bounded maintenance statement (`step`: at most [`BATCH`] rows) again until a run changes fewer
+    /// rows than that or fails, and counts the rows under `task` in `tidings_maintenance_rows_total`. Returns how
+    /// many rows changed in all.
+    async fn in_batches<Fut>(&self, task: &str, mut step: impl FnMut() -> Fut) -> u64
+    where
+        Fut: std::future::Future<Output = crate::error::Result<u64>>,
+    {
+        let mut total = 0;
         loop {
-            match self.store.message_rescue(BATCH).await {
-                Ok(0) => return,
+            match step().await {
                 Ok(n) => {
                     self.metrics
                         .maintenance_rows
-                        .with_label_values(&["rescue"])
+                        .with_label_values(&[task])
                         .inc_by(n);
-                    tracing::warn!(rescued = n, "leases expired: messages handed back");
-                    if (n as i64) < BATCH {
-                        return;
+                    total += n;
+                    if n < BATCH as u64 {
+                        return total;
                     }
                 }
-                Err(e) => return tracing::warn!(error = %e, "rescuer failed"),
+                Err(e) => {
+                    tracing::warn!(task, error = %e, "maintenance statement failed");
+                    return total;
+                }
             }
+        }
+    }
+
+    /// Makes messages whose lease expired claimable again (or finishes them when attempts or validity ran out).
+    pub(crate) async fn rescue(&self) {
+        let n = self
+            .in_batches("rescue", || self.store.message_rescue(BATCH))
+            .await;
+        if n > 0 {
+            tracing::warn!(rescued = n, "leases expired: messages handed back");
         }
     }
 
     /// Expires waiting messages whose validity passed.
     pub(crate) async fn sweep(&self) {
-        loop {
-            match self.store.message_sweep_expired(BATCH).await {
-                Ok(n) => {
-                    self.metrics
-                        .maintenance_rows
-                        .with_label_values(&["sweep"])
-                        .inc_by(n);
-                    if (n as i64) < BATCH {
-                        return;
-                    }
-                }
-                Err(e) => return tracing::warn!(error = %e, "sweeper failed"),
-            }
-        }
+        self.in_batches("sweep", || self.store.message_sweep_expired(BATCH))
+            .await;
     }
 
     /// Brings the per-minute counts up to date: one pass, or several while catching up on a long history
@@ -261,23 +267,10 @@ impl Maintenance {
         }
         let callbacks_before = Utc::now()
             - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
-        loop {
-            match self.store.callback_prune(callbacks_before, BATCH).await {
-                Ok(n) => {
-                    self.metrics
-                        .maintenance_rows
-                        .with_label_values(&["callback_prune"])
-                        .inc_by(n as u64);
-                    if n < BATCH {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "callback pruning failed");
-                    break;
-                }
-            }
-        }
+        self.in_batches("callback_prune", || {
+            self.store.callback_prune(callbacks_before, BATCH)
+        })
+        .await;
     }
 
     /// Refreshes every gauge sampled from the database.

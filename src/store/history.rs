@@ -81,13 +81,12 @@ impl Store {
 
     /// Deletes up to `limit` finished callbacks of transitions before `before` (their messages' history is being
     /// dropped by then); returns how many.
-    pub async fn callback_prune(&self, before: DateTime<Utc>, limit: i64) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar(include_str!("queries/callback_prune.sql"))
-                .bind(before)
-                .bind(limit)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+    pub async fn callback_prune(&self, before: DateTime<Utc>, limit: i64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(include_str!("queries/callback_prune.sql"))
+            .bind(before)
+            .bind(limit)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
     }
 }
