@@ -20,7 +20,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use tidings::config::Config;
 use tidings::shutdown::Shutdown;
-use tidings::store::ClaimParams;
+use tidings::store::{ClaimParams, Store};
 use tidings::telemetry::{Telemetry, TelemetryConfig};
 use tidings::worker::Worker;
 use tidings_client::NewMessage;
@@ -148,6 +148,25 @@ fn webhook_config(base: &str) -> Config {
     .unwrap()
 }
 
+/// Starts a worker over `webhook_config`'s channel (its signing secret from the environment) with `telemetry`.
+async fn start_traced(
+    config: Config,
+    store: Store,
+    telemetry: &Telemetry,
+) -> (Shutdown, tidings::worker::RunningWorker) {
+    let shutdown = Shutdown::new();
+    let running = Worker::new(config, store)
+        .env(Arc::new(|var| {
+            (var == "HOOK_SECRET").then(|| "s3cret".to_owned())
+        }))
+        .telemetry(Some(telemetry.clone()))
+        .shutdown(shutdown.clone())
+        .start()
+        .await
+        .unwrap();
+    (shutdown, running)
+}
+
 async fn status_of(pool: &PgPool, id: Uuid) -> String {
     sqlx::query_scalar("SELECT status::text FROM tidings.messages WHERE id = $1")
         .bind(id)
@@ -198,16 +217,7 @@ async fn each_attempt_is_a_span_linked_to_the_producers_trace(pool: PgPool) {
         .await;
 
     let telemetry = Telemetry::start(&TelemetryConfig::to_endpoint(&otlp.url)).unwrap();
-    let shutdown = Shutdown::new();
-    let running = Worker::new(config, store)
-        .env(Arc::new(|var| {
-            (var == "HOOK_SECRET").then(|| "s3cret".to_owned())
-        }))
-        .telemetry(Some(telemetry.clone()))
-        .shutdown(shutdown.clone())
-        .start()
-        .await
-        .unwrap();
+    let (shutdown, running) = start_traced(config, store, &telemetry).await;
     wait_until(Duration::from_secs(30), "both messages sent", || async {
         status_of(&pool, id).await == "sent" && status_of(&pool, plain).await == "sent"
     })
@@ -355,16 +365,7 @@ async fn a_sampler_that_keeps_nothing_exports_nothing_and_still_propagates(pool:
         ..TelemetryConfig::to_endpoint(&otlp.url)
     };
     let telemetry = Telemetry::start(&settings).unwrap();
-    let shutdown = Shutdown::new();
-    let running = Worker::new(config, store)
-        .env(Arc::new(|var| {
-            (var == "HOOK_SECRET").then(|| "s3cret".to_owned())
-        }))
-        .telemetry(Some(telemetry.clone()))
-        .shutdown(shutdown.clone())
-        .start()
-        .await
-        .unwrap();
+    let (shutdown, running) = start_traced(config, store, &telemetry).await;
     wait_until(Duration::from_secs(30), "message sent", || async {
         status_of(&pool, id).await == "sent"
     })
