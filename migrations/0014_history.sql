@@ -54,11 +54,11 @@ CREATE INDEX message_history_failed ON tidings.message_history (id)
     WHERE status IN ('sending_failed', 'rejected', 'expired', 'delivery_failed', 'canceled');
 CREATE INDEX message_history_chain ON tidings.message_history (chain_id) WHERE chain_id IS NOT NULL;
 
--- One table for readers. `archived` says which side a row is on.
+-- One table for readers (the columns as of this migration: a migration that adds one recreates the views).
 CREATE VIEW tidings.messages_all AS
-    SELECT m.*, false AS archived FROM tidings.messages m
+    SELECT m.* FROM tidings.messages m
     UNION ALL
-    SELECT h.*, true AS archived FROM tidings.message_history h;
+    SELECT h.* FROM tidings.message_history h;
 
 CREATE VIEW tidings.message_events_all AS
     SELECT e.* FROM tidings.message_events e
