@@ -1,10 +1,11 @@
 -- Expire up to $1 waiting messages whose validity has passed, even when no worker would claim them (paused or
--- unserved channel), so stats never show stale live messages. A waiting message's run_at is never after its
--- expires_at, so only due rows can be expired: the scan stays inside the claim index's due range.
+-- unserved channel), so stats never show stale live messages. It reads messages_expiry (waiting messages by
+-- expires_at, migration 0015): only the overdue rows, whatever the backlog.
 WITH overdue AS (
     SELECT id
       FROM tidings.messages
-     WHERE status IN ('accepted', 'scheduled') AND run_at <= now() AND expires_at <= now()
+     WHERE status IN ('accepted', 'scheduled') AND expires_at <= now()
+     ORDER BY expires_at
      LIMIT $1
        FOR UPDATE SKIP LOCKED
 ), expired AS (

@@ -1,0 +1,16 @@
+-- The sweeper finds overdue waiting messages through an index of their validity (issue 16: maintenance whose cost
+-- does not grow with the backlog).
+--
+-- message_sweep_expired.sql used to walk the due part of messages_claim and read every waiting message's row to
+-- compare its expires_at: a backlog of 100,000 cost 60-175 ms per pass (more while a drain leaves the claimed
+-- rows' old index entries behind), a million about 1.7 s every rescue interval, on the leader's connection and
+-- the database's cores, while the backlog was being drained. This index holds the waiting messages only (a claim
+-- takes a row out of it, as it does out of messages_claim), so a pass reads the overdue ones and stops: none
+-- overdue, one index page. Its price is one more index entry per enqueued message (measured: README,
+-- Performance, 2026-12-02 afternoon).
+--
+-- A plain CREATE INDEX, as every index of this table so far: it holds a SHARE lock (enqueue and the claim wait)
+-- while it reads the hot table, which since 0014 keeps only live messages and the last `history_after` of
+-- finished ones (about 2 s per million rows here). Where even that pause is unwelcome, create it beforehand with
+-- the same definition and CONCURRENTLY; this statement then finds it there.
+CREATE INDEX IF NOT EXISTS messages_expiry ON tidings.messages (expires_at) WHERE status IN ('accepted', 'scheduled');
