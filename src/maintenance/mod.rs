@@ -13,10 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{HISTORY_DAYS_AHEAD, Leadership, Store};
+use crate::store::{Leadership, Store};
 
 /// Rows per maintenance statement: small enough never to hold locks for long.
 const BATCH: i64 = 1000;
+
+/// Day partitions of the history created ahead of need (a leader that is down for a while finds them there).
+const HISTORY_DAYS_AHEAD: i32 = 3;
 
 /// Counting the live messages may take at most this share of the sampler's time.
 const COUNT_SHARE: u32 = 100;

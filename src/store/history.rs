@@ -9,9 +9,6 @@ use uuid::Uuid;
 use super::Store;
 use crate::error::Result;
 
-/// Days of history partitions kept created ahead of today (a leader that is down for a while finds them there).
-pub const HISTORY_DAYS_AHEAD: i32 = 3;
-
 /// What one [`Store::history_move`] batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryMoved {

@@ -25,7 +25,7 @@ mod ui_read;
 
 pub use act::{MessageActParams, MessageAction};
 pub use callbacks::{CallbackResult, CallbackRow, MessageCallback};
-pub use history::{HISTORY_DAYS_AHEAD, HistoryMoved, HistoryPartitionChange};
+pub use history::{HistoryMoved, HistoryPartitionChange};
 pub use leader::Leadership;
 pub use read::{
     ChainRow, ChannelRow, EnqueueApiOutcome, EnqueueApiParams, LIST_SCAN_BUDGET, MessageListPage,
@@ -168,14 +168,9 @@ impl Store {
         &self.pool
     }
 
-    /// Applies pending migrations (forward only; safe while older workers drain), then creates the history's day
-    /// partitions for today and the days ahead, so a fresh install is complete before its first worker starts
-    /// (whose first maintenance pass would otherwise create eight tables and their indexes as it starts to
-    /// drain). Nothing is dropped here: that waits for the leader, which knows the retention.
+    /// Applies pending migrations (forward only; safe while older workers drain).
     pub async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await?;
-        const NEVER: std::time::Duration = std::time::Duration::from_secs(100 * 366 * 86_400);
-        self.history_partitions(NEVER, HISTORY_DAYS_AHEAD).await?;
         Ok(())
     }
 
